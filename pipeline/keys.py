@@ -1,0 +1,83 @@
+"""Content keys: canonical JSON hashed with xxh3-128, raw files hashed once and memoized.
+
+A stage key = hash(stage name, stage version, stage source digest, canonical config, extra identity
+such as model weights, the item's input keys). Raw inputs are keyed by the hash of their bytes.
+No Python ``hash()``, no pickles: keys are stable across processes and machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+CHUNK = 1 << 20
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest_bytes(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def digest_obj(obj: Any) -> str:
+    return digest_bytes(canonical_json(obj).encode("utf-8"))
+
+
+def digest_file(path: str | Path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_key(stage_digest: str, input_keys: list[str]) -> str:
+    """An item's key in a stage: the stage's identity (name, version, code, config) + its inputs."""
+    return digest_obj([stage_digest, input_keys])
+
+
+class RawHashMemo:
+    """Memo of file content hashes keyed by (absolute path, size, mtime_ns).
+
+    A no-op rerun stats files instead of rehashing them; any edit changes size or mtime_ns and
+    forces a rehash.
+    """
+
+    def __init__(self, db_path: Path):
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(db_path, timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS raw_hash (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest TEXT)"
+        )
+        self.memo = {
+            row[0]: (row[1], row[2], row[3]) for row in self.db.execute("SELECT path, size, mtime_ns, digest FROM raw_hash")
+        }
+        self.pending: list[tuple[str, int, int, str]] = []
+
+    def digest(self, path: Path, st: os.stat_result) -> str:
+        key = str(path)
+        known = self.memo.get(key)
+        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+            return known[2]
+        value = digest_file(path)
+        self.memo[key] = (st.st_size, st.st_mtime_ns, value)
+        self.pending.append((key, st.st_size, st.st_mtime_ns, value))
+        return value
+
+    def save(self) -> None:
+        if self.pending:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO raw_hash VALUES (?, ?, ?, ?)", self.pending)
+            self.pending.clear()
+
+    def close(self) -> None:
+        self.save()
+        self.db.close()

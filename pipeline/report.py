@@ -1,0 +1,94 @@
+"""Run reports: per-stage counts and timings, per-item failures, stage facts; JSON + terminal summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Report:
+    def __init__(self, command: str, quiet: bool = False):
+        self.started = time.time()
+        self.data: dict[str, Any] = {
+            "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
+            "stages": {},
+            "failures": [],
+            "warnings": [],
+            "info": {},
+        }
+        self.show_progress = sys.stderr.isatty() and not quiet
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data["stages"].setdefault(
+            name, {"computed": 0, "cached": 0, "failed": 0, "skipped": 0, "seconds": 0.0}
+        )
+
+    def fail(self, stage: str, item_id: str, error: str, message: str, cached: bool = False) -> None:
+        self.stage(stage)["failed"] += 1
+        entry = {"stage": stage, "id": item_id, "error": error, "message": message}
+        if cached:
+            entry["cached"] = True
+        self.data["failures"].append(entry)
+
+    def warn(self, message: str) -> None:
+        self.data["warnings"].append(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+    def info(self, stage: str, facts: dict[str, Any]) -> None:
+        if facts:
+            self.data["info"][stage] = facts
+
+    def progress(self, stage: str, total: int):
+        if not self.show_progress or total == 0:
+            return _NoBar()
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"{stage:<12}", unit="item", dynamic_ncols=True, leave=False)
+
+    @property
+    def failed_count(self) -> int:
+        return len(self.data["failures"])
+
+    def write(self, workdir: Path) -> Path:
+        runs = workdir / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        self.data["seconds"] = round(time.time() - self.started, 3)
+        text = json.dumps(self.data, indent=2, ensure_ascii=False)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.started))
+        path = runs / f"{stamp}-{os.getpid()}.json"
+        for target in (path, runs / "latest.json"):
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+        return path
+
+    def summary(self, max_failures: int = 20) -> str:
+        lines = [f"{'stage':<12} {'computed':>9} {'cached':>8} {'failed':>7} {'skipped':>8} {'seconds':>8}"]
+        for name, s in self.data["stages"].items():
+            lines.append(
+                f"{name:<12} {s['computed']:>9} {s['cached']:>8} {s['failed']:>7} {s['skipped']:>8} {s['seconds']:>8.2f}"
+            )
+        for stage, facts in self.data["info"].items():
+            lines.append(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+        failures = self.data["failures"]
+        if failures:
+            lines.append(f"{len(failures)} item failure(s):")
+            for f in failures[:max_failures]:
+                mark = " (known; input unchanged)" if f.get("cached") else ""
+                lines.append(f"  [{f['stage']}] {f['id']}: {f['error']}: {f['message']}{mark}")
+            if len(failures) > max_failures:
+                lines.append(f"  ... {len(failures) - max_failures} more in the JSON report")
+        return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The Stage base class and the registry decorator.
+
+A stage is a pure function over a batch: ``process(batch) -> outputs``, one output per input item,
+each either a dict of fields or an ``ItemError``. Heavy libraries and models load lazily in
+``setup()``, once per process (or per Ray actor), never at import time.
+
+``inputs`` names what a stage consumes: ``raw:text`` / ``raw:image`` / ``raw:audio`` for raw manifest
+data, or the names of upstream stages.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+from .config import key_fields
+from .errors import ItemError
+from .keys import digest_bytes, digest_obj
+
+STAGES: dict[str, type["Stage"]] = {}
+
+
+def register(cls: type["Stage"]) -> type["Stage"]:
+    if cls.name in STAGES:
+        raise ValueError(f"stage {cls.name!r} registered twice")
+    STAGES[cls.name] = cls
+    return cls
+
+
+class Stage:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type]
+    # How many items one process() call gets; stages may override through a config field.
+    default_batch_size: ClassVar[int] = 32
+
+    def __init__(self, config: Any):
+        self.config = config
+        self._ready = False
+
+    @property
+    def batch_size(self) -> int:
+        return int(getattr(self.config, "batch_size", self.default_batch_size))
+
+    def identity(self) -> dict[str, Any]:
+        """Extra key material beyond the config (e.g. a digest of model weights). Cheap; no model load."""
+        return {}
+
+    def config_digest(self) -> str:
+        return digest_obj(key_fields(self.config))
+
+    def digest(self) -> str:
+        """Everything about this stage that shapes its outputs: name, version, code, config, identity."""
+        source = inspect.getsource(inspect.getmodule(type(self)))
+        return digest_obj(
+            {
+                "stage": self.name,
+                "version": self.version,
+                "code": digest_bytes(source.encode("utf-8")),
+                "config": key_fields(self.config),
+                "identity": self.identity(),
+            }
+        )
+
+    def ensure_ready(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    def setup(self) -> None:
+        """Load libraries and models. Called once before the first batch."""
+
+    def process(self, batch: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
+        """Default: one item at a time through ``process_one``; errors stay per item."""
+        out: list[dict[str, Any] | ItemError] = []
+        for record in batch:
+            try:
+                out.append(self.process_one(record))
+            except ItemError as exc:
+                out.append(exc)
+        return out
+
+    def process_one(self, record: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe_run(self) -> dict[str, Any]:
+        """Facts worth printing in the run report (e.g. which weights were used)."""
+        return {}

@@ -1,0 +1,302 @@
+"""The cache: per stage, Parquet shards plus a SQLite index of committed keys.
+
+Layout under ``<workdir>/cache``::
+
+    index.sqlite            shards (name, stage, checksum, rows), entries (stage, key -> shard, row),
+                            failures (stage, key, item id, error, message), latest (stage, item id -> key)
+    <stage>/<checksum>.parquet   one shard: a ``key`` column and one column per output field
+
+A shard is written to a temporary file, fsynced, renamed into place, and only then recorded in the
+index in one transaction: an item counts as done only once its shard is committed. A crash leaves at
+most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
+kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
+recomputed, never silently read.
+
+Arrays are stored as flat Arrow lists plus a ``<field>.shape`` column, so pandas reads shards directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import CacheCorruptError
+from .keys import digest_bytes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, stage TEXT, checksum TEXT, rows INTEGER, bytes INTEGER, created REAL);
+CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, PRIMARY KEY (stage, key));
+CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
+CREATE TABLE IF NOT EXISTS failures (stage TEXT, key TEXT, item_id TEXT, error TEXT, message TEXT, permanent INTEGER,
+                                     PRIMARY KEY (stage, key));
+CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, PRIMARY KEY (stage, item_id));
+"""
+SHAPE = ".shape"
+
+
+def encode(records: list[dict[str, Any]]):
+    """Records (dicts of field -> ndarray | str | number) -> an Arrow table."""
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {}
+    for name in records[0]:
+        values = [r[name] for r in records]
+        if isinstance(values[0], np.ndarray):
+            flat = np.concatenate([np.ascontiguousarray(v).reshape(-1) for v in values])
+            offsets = np.zeros(len(values) + 1, dtype=np.int64)
+            np.cumsum([v.size for v in values], out=offsets[1:])
+            columns[name] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
+            columns[name + SHAPE] = pa.array([list(v.shape) for v in values], type=pa.list_(pa.int32()))
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)
+
+
+def decode_rows(table, rows: Iterable[int]) -> list[dict[str, Any]]:
+    """Selected rows of a shard table -> records with arrays restored to their shapes."""
+    rows = list(rows)
+    sub = table.take(rows)
+    out: list[dict[str, Any]] = [{} for _ in rows]
+    names = [n for n in sub.column_names if not n.endswith(SHAPE)]
+    for name in names:
+        col = sub.column(name).combine_chunks()
+        if name + SHAPE in sub.column_names:
+            flat = col.values.to_numpy(zero_copy_only=False)
+            offsets = col.offsets.to_numpy()
+            shapes = sub.column(name + SHAPE).to_pylist()
+            for i, shape in enumerate(shapes):
+                out[i][name] = flat[offsets[i] - offsets[0] : offsets[i + 1] - offsets[0]].reshape(shape)
+        else:
+            for i, value in enumerate(col.to_pylist()):
+                out[i][name] = value
+    return out
+
+
+def _parquet_options(table) -> dict[str, Any]:
+    """Arrays of floats compress best split by byte; dictionaries only help the string columns."""
+    import pyarrow as pa
+
+    floats = [
+        f"{f.name}.list.element"
+        for f in table.schema
+        if pa.types.is_large_list(f.type) and pa.types.is_floating(f.type.value_type)
+    ]
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats or False}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    def __init__(self, workdir: str | Path):
+        self.root = Path(workdir) / "cache"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self._tables: OrderedDict[str, Any] = OrderedDict()
+
+    # ---- queries -------------------------------------------------------------------------------
+    def committed(self, stage: str) -> set[str]:
+        return {k for (k,) in self.db.execute("SELECT key FROM entries WHERE stage = ?", (stage,))}
+
+    def failures(self, stage: str) -> dict[str, tuple[str, str, str, bool]]:
+        rows = self.db.execute("SELECT key, item_id, error, message, permanent FROM failures WHERE stage = ?", (stage,))
+        return {k: (i, e, m, bool(p)) for k, i, e, m, p in rows}
+
+    def latest(self, stage: str) -> dict[str, tuple[str, str]]:
+        rows = self.db.execute("SELECT item_id, key, config FROM latest WHERE stage = ?", (stage,))
+        return {i: (k, c) for i, k, c in rows}
+
+    def locations(self, stage: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, tuple[str, int]] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, shard, row in self.db.execute(
+                f"SELECT key, shard, row FROM entries WHERE stage = ? AND key IN ({marks})", (stage, *chunk)
+            ):
+                found[key] = (shard, row)
+        return found
+
+    # ---- writes --------------------------------------------------------------------------------
+    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
+        """Write records as one shard and record their keys, atomically. Returns the shard name."""
+        import pyarrow.parquet as pq
+
+        table = encode([{"key": k, **r} for k, r in zip(keys, records)])
+        buf = io.BytesIO()
+        pq.write_table(table, buf, **_parquet_options(table))
+        data = buf.getvalue()
+        checksum = digest_bytes(data)
+        folder = self.root / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{stage}/{checksum}.parquet"
+        final = self.root / name
+        tmp = folder / f".{checksum}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
+                (name, stage, checksum, len(keys), len(data), time.time()),
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", [(stage, k, name, i) for i, k in enumerate(keys)]
+            )
+            self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
+        return name
+
+    def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
+        """rows: (key, item id, error type, message, permanent)."""
+        if rows:
+            with self.db:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                    [(stage, k, i, e, m, int(p)) for k, i, e, m, p in rows],
+                )
+
+    def set_latest(self, stage: str, rows: list[tuple[str, str, str]]) -> None:
+        """rows: (item id, key, config digest) as planned in this run."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?)", [(stage, *r) for r in rows])
+
+    # ---- reads ---------------------------------------------------------------------------------
+    def _table(self, name: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if name in self._tables:
+            self._tables.move_to_end(name)
+            return self._tables[name]
+        row = self.db.execute("SELECT stage, checksum FROM shards WHERE name = ?", (name,)).fetchone()
+        path = self.root / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if row is None or digest_bytes(data) != row[1]:
+            stage = row[0] if row else name.split("/")[0]
+            dropped = self.drop_shard(name)
+            raise CacheCorruptError(
+                f"cache shard {path} is missing or fails its checksum; dropped its {dropped} entries of stage "
+                f"'{stage}' so they are recomputed"
+            )
+        table = pq.read_table(pa.BufferReader(data))
+        self._tables[name] = table
+        while len(self._tables) > 2:
+            self._tables.popitem(last=False)
+        return table
+
+    def read(self, stage: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Committed records for keys (all must be committed), grouped by shard for locality."""
+        where = self.locations(stage, keys)
+        missing = [k for k in keys if k not in where]
+        if missing:
+            raise KeyError(f"stage {stage}: {len(missing)} keys not committed, e.g. {missing[0]}")
+        by_shard: dict[str, list[str]] = {}
+        for k in dict.fromkeys(keys):
+            by_shard.setdefault(where[k][0], []).append(k)
+        out: dict[str, dict[str, Any]] = {}
+        for shard, shard_keys in by_shard.items():
+            table = self._table(shard)
+            for k, rec in zip(shard_keys, decode_rows(table, [where[k][1] for k in shard_keys])):
+                rec.pop("key", None)
+                out[k] = rec
+        return out
+
+    def verify(self) -> list[str]:
+        """Check every shard's checksum; drop bad ones. Returns messages for the dropped shards."""
+        bad = []
+        for (name,) in self.db.execute("SELECT name FROM shards").fetchall():
+            try:
+                self._table(name)
+            except CacheCorruptError as exc:
+                bad.append(str(exc))
+        self._tables.clear()
+        return bad
+
+    # ---- maintenance ---------------------------------------------------------------------------
+    def drop_shard(self, name: str) -> int:
+        with self.db:
+            n = self.db.execute("DELETE FROM entries WHERE shard = ?", (name,)).rowcount
+            self.db.execute("DELETE FROM shards WHERE name = ?", (name,))
+        (self.root / name).unlink(missing_ok=True)
+        self._tables.pop(name, None)
+        return n
+
+    def remove_debris(self) -> int:
+        """Delete temp files and shard files the index does not know (left by a crash)."""
+        known = {n for (n,) in self.db.execute("SELECT name FROM shards")}
+        removed = 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for f in folder.iterdir():
+                rel = f"{folder.name}/{f.name}"
+                if f.name.endswith(".tmp") or (f.suffix == ".parquet" and rel not in known):
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def gc(self, live: dict[str, set[str]]) -> dict[str, int]:
+        """Keep only entries whose (stage, key) is live; compact shards; delete what is unused."""
+        stats = {"entries": 0, "shards": 0, "failures": 0, "bytes": 0}
+        for stage, keys in self.db.execute("SELECT stage, group_concat(key) FROM entries GROUP BY stage").fetchall():
+            dead = set(keys.split(",")) - live.get(stage, set())
+            if dead:
+                with self.db:
+                    self.db.executemany("DELETE FROM entries WHERE stage = ? AND key = ?", [(stage, k) for k in dead])
+                stats["entries"] += len(dead)
+        for stage, key in self.db.execute("SELECT stage, key FROM failures").fetchall():
+            if key not in live.get(stage, set()):
+                with self.db:
+                    self.db.execute("DELETE FROM failures WHERE stage = ? AND key = ?", (stage, key))
+                stats["failures"] += 1
+        shards = self.db.execute(
+            "SELECT s.name, s.stage, s.rows, s.bytes, count(e.key) FROM shards s LEFT JOIN entries e ON e.shard = s.name "
+            "GROUP BY s.name"
+        ).fetchall()
+        for name, stage, rows, size, used in shards:
+            if used == rows:
+                continue
+            keep = [k for (k,) in self.db.execute("SELECT key FROM entries WHERE shard = ? ORDER BY row", (name,))]
+            if keep:
+                records = self.read(stage, keep)
+                self.commit_shard(stage, keep, [records[k] for k in keep])
+            self.drop_shard(name)
+            stats["shards"] += 1
+            stats["bytes"] += size
+        stats["debris"] = self.remove_debris()
+        with self.db:
+            self.db.execute("DELETE FROM latest WHERE key NOT IN (SELECT key FROM entries) AND key NOT IN (SELECT key FROM failures)")
+        return stats
+
+    def close(self) -> None:
+        self.db.close()

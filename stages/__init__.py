@@ -1,0 +1,10 @@
+"""One module per stage. Importing this package registers every stage (cheaply: no heavy imports)."""
+
+from pipeline.stage import STAGES
+
+from . import clean_text, clean_image, clean_audio, mfcc  # noqa: E402,F401  (registration)
+
+# The stages `make features` finishes with; everything upstream of them runs too.
+FEATURES = ["clean_text", "clean_image", "mfcc"]
+
+__all__ = ["STAGES", "FEATURES"]

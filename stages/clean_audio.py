@@ -1,0 +1,152 @@
+"""clean_audio: WAV/FLAC/OGG/MP3 (and what audioread decodes) -> mono float32 at a fixed rate/length.
+
+Duration is read from the header first (over ``max_input_seconds`` is refused before decoding),
+channels are averaged to mono, NaN/inf samples are a named error, the signal is resampled (soxr),
+leading and trailing silence trimmed, level normalized (peak or RMS), then padded with zeros or cropped
+to ``duration`` seconds. Empty and all-silent audio are named errors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import execution_only
+from pipeline.errors import AudioDecodeError, EmptyAudio, InputTooLarge, InvalidSamples, SilentAudio
+from pipeline.stage import Stage, register
+
+
+@dataclass
+class CleanAudioConfig:
+    sample_rate: int = 16000
+    # Output length in seconds (pad with zeros / crop from the start after trimming).
+    duration: float = 5.0
+    # Silence trimming threshold in dB below the peak; 0 disables trimming.
+    trim_db: float = 40.0
+    # peak | rms | none
+    normalize: str = "peak"
+    # Target: peak level (0..1) for "peak", dBFS for "rms".
+    level: float = 0.95
+    # All-silent threshold: peak amplitude below this is an error.
+    silence_peak: float = 1e-4
+    # Refuse inputs longer than this (read from the header, before decoding).
+    max_input_seconds: float = 600.0
+    batch_size: int = execution_only(32)
+
+    def validate(self) -> str | None:
+        if self.sample_rate < 1000:
+            return f"sample_rate must be at least 1000, not {self.sample_rate}"
+        if not 0.05 <= self.duration <= 3600:
+            return f"duration must be within 0.05..3600 s, not {self.duration}"
+        if self.normalize not in ("peak", "rms", "none"):
+            return f"normalize must be peak, rms or none, not {self.normalize!r}"
+        return None
+
+
+def decode(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Samples as float32 (frames, channels) and the file's sample rate."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        info = None
+    if info is not None:
+        if info.frames == 0 or info.samplerate <= 0:
+            raise EmptyAudio(f"audio holds no samples ({info.format}, {info.frames} frames)")
+        if info.frames / info.samplerate > max_seconds:
+            raise InputTooLarge(
+                f"audio is {info.frames / info.samplerate:.0f} s long, over clean_audio.max_input_seconds = {max_seconds:g}"
+            )
+        try:
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
+        return data, sr
+    return _decode_other(path, max_seconds)
+
+
+def _decode_other(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Formats libsndfile does not read, through audioread (ffmpeg/gstreamer where installed)."""
+    import audioread
+
+    try:
+        with audioread.audio_open(path) as f:
+            if f.duration and f.duration > max_seconds:
+                raise InputTooLarge(f"audio is {f.duration:.0f} s long, over clean_audio.max_input_seconds = {max_seconds:g}")
+            sr, channels = f.samplerate, f.channels
+            buf = io.BytesIO()
+            for block in f:
+                buf.write(block)
+    except audioread.NoBackendError:
+        raise AudioDecodeError("not a readable audio file (libsndfile cannot read it and no other decoder can)") from None
+    except (audioread.DecodeError, OSError, EOFError) as exc:
+        raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
+    samples = np.frombuffer(buf.getvalue(), dtype="<i2").astype(np.float32) / 32768.0
+    if samples.size == 0:
+        raise EmptyAudio("audio holds no samples")
+    return samples[: samples.size // channels * channels].reshape(-1, channels), sr
+
+
+def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
+    if data.size == 0:
+        raise EmptyAudio("audio holds no samples")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InvalidSamples(f"audio contains {bad} NaN or infinite samples")
+    mono = data.mean(axis=1) if data.ndim == 2 else data
+    mono = mono.astype(np.float32)
+    if sr != cfg.sample_rate:
+        import soxr
+
+        mono = soxr.resample(mono, sr, cfg.sample_rate, quality="HQ").astype(np.float32)
+    peak = float(np.abs(mono).max()) if mono.size else 0.0
+    if peak < cfg.silence_peak:
+        raise SilentAudio(f"audio is silent (peak {peak:.2e} below clean_audio.silence_peak = {cfg.silence_peak:g})")
+    if cfg.trim_db > 0:
+        mono = _trim(mono, cfg.trim_db, peak)
+    if cfg.normalize == "peak":
+        mono = mono * (cfg.level / float(np.abs(mono).max()))
+    elif cfg.normalize == "rms":
+        rms = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
+        mono = np.clip(mono * (10 ** (cfg.level / 20) / rms), -1.0, 1.0)
+    n = int(round(cfg.duration * cfg.sample_rate))
+    out = np.zeros(n, dtype=np.float32)
+    out[: min(n, mono.size)] = mono[:n]
+    return out
+
+
+def _trim(x: np.ndarray, top_db: float, peak: float, frame: int = 512) -> np.ndarray:
+    """Cut leading/trailing frames whose peak is more than top_db below the signal's peak."""
+    threshold = peak * 10 ** (-top_db / 20)
+    frames = np.abs(x[: x.size // frame * frame]).reshape(-1, frame).max(axis=1) if x.size >= frame else np.abs(x)[None]
+    loud = np.flatnonzero(frames >= threshold)
+    if loud.size == 0:
+        return x
+    start, end = loud[0] * frame, min(x.size, (loud[-1] + 1) * frame)
+    if loud[-1] == frames.size - 1:
+        end = x.size
+    return x[start:end]
+
+
+@register
+class CleanAudio(Stage):
+    name = "clean_audio"
+    version = "1"
+    inputs = ("raw:audio",)
+    Config = CleanAudioConfig
+
+    def process_one(self, record: dict) -> dict:
+        if os.path.getsize(record["path"]) == 0:
+            raise EmptyAudio("audio file is empty (0 bytes)")
+        data, sr = decode(record["path"], self.config.max_input_seconds)
+        audio = clean_audio(data, sr, self.config)
+        return {
+            "audio": audio,
+            "sample_rate": self.config.sample_rate,
+            "source_rate": int(sr),
+            "source_seconds": float(data.shape[0] / sr),
+        }

@@ -1,0 +1,71 @@
+"""mfcc: cleaned audio -> a fixed-length vector (mean and std of MFCCs over frames).
+
+Clips of equal length (all of them, when clean_audio pads to a fixed duration) go through one
+batched ``librosa.feature.mfcc`` call on a (batch, samples) array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import execution_only
+from pipeline.stage import Stage, register
+
+
+@dataclass
+class MfccConfig:
+    n_mfcc: int = 40
+    n_fft: int = 512
+    hop_length: int = 160
+    n_mels: int = 64
+    fmin: float = 0.0
+    # Append first and second order deltas before pooling.
+    deltas: bool = False
+    batch_size: int = execution_only(64)
+
+    def validate(self) -> str | None:
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            return f"n_mfcc must be within 1..n_mels ({self.n_mels}), not {self.n_mfcc}"
+        if self.hop_length < 1 or self.n_fft < 16:
+            return "hop_length must be >= 1 and n_fft >= 16"
+        return None
+
+
+def mfcc_vectors(audio: np.ndarray, sr: int, cfg: MfccConfig) -> np.ndarray:
+    """(batch, samples) float32 -> (batch, dims) float32 pooled MFCC vectors."""
+    import librosa
+
+    m = librosa.feature.mfcc(
+        y=audio, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin
+    )
+    if cfg.deltas:
+        width = min(9, m.shape[-1] - (1 - m.shape[-1] % 2))
+        if width >= 3:
+            m = np.concatenate([m, librosa.feature.delta(m, width=width), librosa.feature.delta(m, order=2, width=width)], axis=-2)
+        else:
+            m = np.concatenate([m, np.zeros_like(m), np.zeros_like(m)], axis=-2)
+    return np.concatenate([m.mean(axis=-1), m.std(axis=-1)], axis=-1).astype(np.float32)
+
+
+@register
+class Mfcc(Stage):
+    name = "mfcc"
+    version = "1"
+    inputs = ("clean_audio",)
+    Config = MfccConfig
+
+    def setup(self) -> None:
+        import librosa  # noqa: F401  (import cost paid once, before timing batches)
+
+    def process(self, batch: list[dict]) -> list[dict]:
+        out: list = [None] * len(batch)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, rec in enumerate(batch):
+            groups.setdefault((int(rec["sample_rate"]), rec["audio"].shape[-1]), []).append(i)
+        for (sr, _), idx in groups.items():
+            vectors = mfcc_vectors(np.stack([batch[i]["audio"] for i in idx]), sr, self.config)
+            for i, v in zip(idx, vectors):
+                out[i] = {"mfcc": v}
+        return out
