@@ -22,12 +22,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default=None, help=f"TOML config (default: {DEFAULT_CONFIG} if present)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set mfcc.n_mfcc=20 (repeatable)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
 
 
 def _run_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
     p.add_argument("--retry-failed", action="store_true", help="also retry items whose failure is known for their unchanged input")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
 
 
 def build_parser() -> argparse.ArgumentParser:

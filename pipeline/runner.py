@@ -119,7 +119,8 @@ class Workspace:
             yield plan
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
             if dry:
-                available[name] = dict(plan.keys)
+                known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
+                available[name] = {i: k for i, k in plan.keys.items() if k not in known_bad}
             else:
                 done = self.store.committed(name)
                 available[name] = {i: k for i, k in plan.keys.items() if k in done}

@@ -162,16 +162,19 @@ class Store:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(folder)
+        self._record_shard(stage, name, checksum, keys, len(data))
+        return name
+
+    def _record_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
+        """The commit point: one transaction makes the shard's items count as done."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
-                (name, stage, checksum, len(keys), len(data), time.time()),
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)", (name, stage, checksum, len(keys), size, time.time())
             )
             self.db.executemany(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", [(stage, k, name, i) for i, k in enumerate(keys)]
             )
             self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
-        return name
 
     def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
         """rows: (key, item id, error type, message, permanent)."""

@@ -119,17 +119,10 @@ def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
     return out
 
 
-def _trim(x: np.ndarray, top_db: float, peak: float, frame: int = 512) -> np.ndarray:
-    """Cut leading/trailing frames whose peak is more than top_db below the signal's peak."""
-    threshold = peak * 10 ** (-top_db / 20)
-    frames = np.abs(x[: x.size // frame * frame]).reshape(-1, frame).max(axis=1) if x.size >= frame else np.abs(x)[None]
-    loud = np.flatnonzero(frames >= threshold)
-    if loud.size == 0:
-        return x
-    start, end = loud[0] * frame, min(x.size, (loud[-1] + 1) * frame)
-    if loud[-1] == frames.size - 1:
-        end = x.size
-    return x[start:end]
+def _trim(x: np.ndarray, top_db: float, peak: float) -> np.ndarray:
+    """Cut leading/trailing samples more than top_db below the signal's peak."""
+    loud = np.flatnonzero(np.abs(x) >= peak * 10 ** (-top_db / 20))
+    return x[loud[0] : loud[-1] + 1] if loud.size else x
 
 
 @register

@@ -34,12 +34,20 @@ class MfccConfig:
 
 
 def mfcc_vectors(audio: np.ndarray, sr: int, cfg: MfccConfig) -> np.ndarray:
-    """(batch, samples) float32 -> (batch, dims) float32 pooled MFCC vectors."""
-    import librosa
+    """(batch, samples) float32 -> (batch, dims) float32 pooled MFCC vectors.
 
-    m = librosa.feature.mfcc(
-        y=audio, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin
+    The mel spectrogram is computed for the whole batch in one call; the dB conversion is per clip,
+    because ``librosa.feature.mfcc`` on a batch clips every clip at 80 dB below the loudest clip of the
+    batch, which would make an item's features depend on its batch mates.
+    """
+    import librosa
+    import scipy.fft
+
+    mel = librosa.feature.melspectrogram(
+        y=audio, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin
     )
+    db = np.stack([librosa.power_to_db(clip) for clip in mel])
+    m = scipy.fft.dct(db, axis=-2, type=2, norm="ortho")[..., : cfg.n_mfcc, :]
     if cfg.deltas:
         width = min(9, m.shape[-1] - (1 - m.shape[-1] % 2))
         if width >= 3:

@@ -1,0 +1,139 @@
+"""The cache's promises, through the real CLI: exactly the affected items in exactly the affected stages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from dummies import counts, make_items, run, write_audio, write_manifest
+
+STAGES = ["clean_text", "clean_image", "clean_audio", "mfcc"]
+
+
+def test_first_run_then_noop(tmp_path):
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 6))
+    first = run(m, tmp_path / "w")
+    assert counts(first, "computed") == {s: 6 for s in STAGES}
+    assert first["failures"] == []
+    second = run(m, tmp_path / "w")
+    assert counts(second, "computed") == {s: 0 for s in STAGES}
+    assert counts(second, "cached") == {s: 6 for s in STAGES}
+
+
+def test_add_k_items_computes_exactly_k(tmp_path):
+    data = tmp_path / "data"
+    rows = make_items(data, 0, 6)
+    run(write_manifest(data / "m.csv", rows), tmp_path / "w")
+    new = write_manifest(data / "new.csv", make_items(data, 6, 3))
+    report = run([data / "m.csv", new], tmp_path / "w")
+    assert counts(report, "computed") == {s: 3 for s in STAGES}
+    assert counts(report, "cached") == {s: 6 for s in STAGES}
+
+
+def test_mfcc_setting_change_recomputes_mfcc_only(tmp_path):
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 5))
+    run(m, tmp_path / "w")
+    report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
+    assert counts(report, "computed") == {"clean_text": 0, "clean_image": 0, "clean_audio": 0, "mfcc": 5}
+    # An execution-only setting changes nothing.
+    report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", "--set", "mfcc.batch_size=2")
+    assert counts(report, "computed") == {s: 0 for s in STAGES}
+
+
+def test_changed_raw_file_recomputes_that_item_downstream(tmp_path):
+    data = tmp_path / "data"
+    m = write_manifest(data / "m.csv", make_items(data, 0, 5))
+    run(m, tmp_path / "w")
+    write_audio(data / "aud" / "2.wav", seed=99)  # new content, same path
+    report = run(m, tmp_path / "w")
+    assert counts(report, "computed") == {"clean_text": 0, "clean_image": 0, "clean_audio": 1, "mfcc": 1}
+
+
+def test_status_explains_why(tmp_path, capsys):
+    from pipeline.cli import main
+
+    data = tmp_path / "data"
+    m = write_manifest(data / "m.csv", make_items(data, 0, 4))
+    run(m, tmp_path / "w")
+    write_audio(data / "aud" / "1.wav", seed=77)
+    m2 = write_manifest(data / "m2.csv", make_items(data, 4, 2))
+    capsys.readouterr()
+    main(["status", "-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), "--set", "clean_image.size=32",
+          "--set", "clean_audio.duration=0.5", "--set", "clean_audio.sample_rate=8000", "--set", "mfcc.n_mfcc=7",
+          "--set", "mfcc.n_fft=256", "--set", "mfcc.hop_length=128", "--set", "mfcc.n_mels=32"])
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "fresh      4" in lines["clean_image"] and "2 new item" in lines["clean_image"]
+    assert "1 changed input" in lines["clean_audio"]
+    assert "4 config change" in lines["mfcc"] and "2 new item" in lines["mfcc"]
+
+
+def test_keys_stable_across_processes(tmp_path):
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
+    code = (
+        "import json,sys; sys.path[:0]=[{root!r}, {tests!r}]\n"
+        "from dummies import SMALL\n"
+        "from pipeline.config import Config\nfrom pipeline.manifest import load\nfrom pipeline.runner import Workspace\n"
+        "cfg=Config.from_dict({{}}) if False else Config.load(None, SMALL)\n"
+        "ws=Workspace(sys.argv[1], cfg)\n"
+        "print(json.dumps({{p.stage.name: p.keys for p in ws.plan(['mfcc','clean_text','clean_image'], load({m!r}), dry=True)}}, sort_keys=True))\n"
+    ).format(root=os.getcwd(), tests=os.path.dirname(__file__), m=str(m))
+    outs = [
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"w{i}")], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(i)}).stdout
+        for i in (1, 2)
+    ]
+    assert outs[0] == outs[1]
+    keys = json.loads(outs[0])
+    assert set(keys) == {"clean_text", "clean_image", "clean_audio", "mfcc"} and len(keys["mfcc"]) == 3
+
+
+def test_export_is_readable_by_pandas(tmp_path):
+    from pipeline.cli import main
+
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 4))
+    run(m, tmp_path / "w")
+    out = tmp_path / "mfcc.parquet"
+    args = ["export", "mfcc", "--out", str(out), "-m", str(m), "-w", str(tmp_path / "w")]
+    for s in ["clean_image.size=32", "clean_audio.duration=0.5", "clean_audio.sample_rate=8000", "mfcc.n_fft=256",
+              "mfcc.hop_length=128", "mfcc.n_mels=32", "mfcc.n_mfcc=13"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    df = pd.read_parquet(out)
+    assert sorted(df["id"]) == [f"item{i:03d}" for i in range(4)]
+    assert len(df["mfcc"].iloc[0]) == 26
+
+
+def test_gc_removes_unreferenced_entries(tmp_path):
+    from pipeline.store import Store
+
+    data = tmp_path / "data"
+    m = write_manifest(data / "m.csv", make_items(data, 0, 4))
+    run(m, tmp_path / "w")
+    run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
+    store = Store(tmp_path / "w")
+    assert len(store.committed("mfcc")) == 8
+    store.close()
+    run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", command="gc")
+    store = Store(tmp_path / "w")
+    assert len(store.committed("mfcc")) == 4 and len(store.committed("clean_audio")) == 4
+    files = list((tmp_path / "w" / "cache" / "mfcc").iterdir())
+    assert len(files) == 1
+    store.close()
+    report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
+    assert counts(report, "computed") == {s: 0 for s in STAGES}
+
+
+def test_noop_run_imports_no_deep_learning_framework(tmp_path):
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
+    run(m, tmp_path / "w")
+    code = (
+        "import sys; sys.path[:0]=[{root!r}, {tests!r}]\n"
+        "from dummies import run\nrun({m!r}, __import__('pathlib').Path({w!r}))\n"
+        "heavy=[n for n in ('tensorflow','torch','librosa','transformers','keras') if n in sys.modules]\n"
+        "print(heavy)"
+    ).format(root=os.getcwd(), tests=os.path.dirname(__file__), m=str(m), w=str(tmp_path / "w"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
