@@ -1,7 +1,8 @@
 """Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | demo-data``.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
-2 bad config, manifest or arguments; 4 the work directory is locked by another run.
+2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
+stages ran); 4 the work directory is locked by another run.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def cmd_run(args, targets: list[str] | None = None) -> int:
     if not args.quiet:
         print(report.summary())
         print(f"report: {path} (also {ws.workdir / 'runs' / 'latest.json'})")
+    if report.data["stage_errors"]:
+        return 3
     return 1 if args.strict and report.failed_count else 0
 
 

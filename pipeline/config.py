@@ -50,6 +50,13 @@ class RunConfig:
     # local | ray
     engine: str = "local"
 
+    def validate(self) -> str | None:
+        if self.engine not in ("local", "ray"):
+            return f"engine must be local or ray, not {self.engine!r}"
+        if self.lock_timeout < 0:
+            return "lock_timeout must be >= 0"
+        return None
+
 
 GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig}
 

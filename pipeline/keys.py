@@ -72,6 +72,10 @@ class RawHashMemo:
         self.pending.append((key, st.st_size, st.st_mtime_ns, value))
         return value
 
+    def digest_path(self, path: str | Path) -> str:
+        p = Path(path).resolve()
+        return self.digest(p, p.stat())
+
     def save(self) -> None:
         if self.pending:
             with self.db:

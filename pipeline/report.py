@@ -26,6 +26,7 @@ class Report:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
             "stages": {},
             "failures": [],
+            "stage_errors": [],
             "warnings": [],
             "info": {},
         }
@@ -42,6 +43,11 @@ class Report:
         if cached:
             entry["cached"] = True
         self.data["failures"].append(entry)
+
+    def stage_error(self, stage: str, message: str, downstream: list[str]) -> None:
+        """A stage that could not start (e.g. its model failed to load): its items stay to compute."""
+        self.data["stage_errors"].append({"stage": stage, "message": message, "downstream_skipped": downstream})
+        print(f"error: stage {stage} could not start: {message}", file=sys.stderr)
 
     def warn(self, message: str) -> None:
         self.data["warnings"].append(message)
@@ -83,6 +89,10 @@ class Report:
             )
         for stage, facts in self.data["info"].items():
             lines.append(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+        for e in self.data["stage_errors"]:
+            lines.append(f"STAGE ERROR [{e['stage']}]: {e['message']}")
+            if e["downstream_skipped"]:
+                lines.append(f"  skipped downstream for its items: {', '.join(e['downstream_skipped'])}")
         failures = self.data["failures"]
         if failures:
             lines.append(f"{len(failures)} item failure(s):")

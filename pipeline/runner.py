@@ -74,7 +74,9 @@ class Workspace:
 
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
-            self.stages[name] = STAGES[name](self.config[name])
+            stage = STAGES[name](self.config[name])
+            stage.digest_file = self.memo.digest_path
+            self.stages[name] = stage
         return self.stages[name]
 
     # ---- locking -------------------------------------------------------------------------------
@@ -188,6 +190,10 @@ class Workspace:
         where = self.store.locations(source, [plan.payload[k][0] for k in todo])
         return sorted(todo, key=lambda k: where.get(plan.payload[k][0], ("", 0)))
 
+    def _downstream(self, name: str) -> list[str]:
+        below = [s for s, cls in STAGES.items() if name in cls.inputs]
+        return below + [d for s in below for d in self._downstream(s)]
+
     def _compute(self, plan: StagePlan, todo: list[str], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
@@ -196,7 +202,11 @@ class Workspace:
         failed: list[tuple[str, str, str, str, bool]] = []
         bar = report.progress(stage.name, sum(len(ids_by_key[k]) for k in todo))
         try:
-            stage.ensure_ready()
+            try:
+                stage.ensure_ready()
+            except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
+                report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
+                return
             report.info(stage.name, stage.describe_run())
             for start in range(0, len(todo), stage.batch_size):
                 keys = todo[start : start + stage.batch_size]

@@ -38,22 +38,34 @@ class Stage:
     def __init__(self, config: Any):
         self.config = config
         self._ready = False
+        self._digest: str | None = None
 
     @property
     def batch_size(self) -> int:
         return int(getattr(self.config, "batch_size", self.default_batch_size))
 
     def identity(self) -> dict[str, Any]:
-        """Extra key material beyond the config (e.g. a digest of model weights). Cheap; no model load."""
+        """Extra key material beyond the config (e.g. a digest of model weights). Cheap; no model load.
+
+        ``self.digest_file`` (path -> content hash, memoized by size and mtime) is set by the workspace.
+        """
         return {}
+
+    @staticmethod
+    def digest_file(path: str) -> str:
+        from .keys import digest_file
+
+        return digest_file(path)
 
     def config_digest(self) -> str:
         return digest_obj(key_fields(self.config))
 
     def digest(self) -> str:
         """Everything about this stage that shapes its outputs: name, version, code, config, identity."""
+        if self._digest is not None:
+            return self._digest
         source = inspect.getsource(inspect.getmodule(type(self)))
-        return digest_obj(
+        digest = digest_obj(
             {
                 "stage": self.name,
                 "version": self.version,
@@ -62,6 +74,8 @@ class Stage:
                 "identity": self.identity(),
             }
         )
+        self._digest = digest
+        return digest
 
     def ensure_ready(self) -> None:
         if not self._ready:

@@ -2,9 +2,9 @@
 
 from pipeline.stage import STAGES
 
-from . import clean_text, clean_image, clean_audio, mfcc  # noqa: E402,F401  (registration)
+from . import clean_text, clean_image, clean_audio, mfcc, bert, cnn  # noqa: E402,F401  (registration)
 
 # The stages `make features` finishes with; everything upstream of them runs too.
-FEATURES = ["clean_text", "clean_image", "mfcc"]
+FEATURES = ["bert", "cnn", "mfcc"]
 
 __all__ = ["STAGES", "FEATURES"]

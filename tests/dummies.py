@@ -20,7 +20,15 @@ SMALL = [
     "mfcc.n_mels=32",
     "mfcc.n_mfcc=13",
     "run.lock_timeout=0.5",
+    'cnn.weights="none"',
+    "cnn.batch_size=4",
 ]
+ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc"]
+
+
+def only(**computed: int) -> dict[str, int]:
+    """Expected per-stage counts: the given ones, zero elsewhere."""
+    return {s: computed.get(s, 0) for s in ALL_STAGES}
 
 
 def write_image(path: Path, seed: int, size=(40, 30), mode="RGB") -> Path:

@@ -7,9 +7,7 @@ import sys
 
 import pandas as pd
 
-from dummies import counts, make_items, run, write_audio, write_manifest
-
-STAGES = ["clean_text", "clean_image", "clean_audio", "mfcc"]
+from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, write_audio, write_manifest
 
 
 def test_first_run_then_noop(tmp_path):
@@ -36,7 +34,7 @@ def test_mfcc_setting_change_recomputes_mfcc_only(tmp_path):
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 5))
     run(m, tmp_path / "w")
     report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
-    assert counts(report, "computed") == {"clean_text": 0, "clean_image": 0, "clean_audio": 0, "mfcc": 5}
+    assert counts(report, "computed") == only(mfcc=5)
     # An execution-only setting changes nothing.
     report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", "--set", "mfcc.batch_size=2")
     assert counts(report, "computed") == {s: 0 for s in STAGES}
@@ -48,7 +46,7 @@ def test_changed_raw_file_recomputes_that_item_downstream(tmp_path):
     run(m, tmp_path / "w")
     write_audio(data / "aud" / "2.wav", seed=99)  # new content, same path
     report = run(m, tmp_path / "w")
-    assert counts(report, "computed") == {"clean_text": 0, "clean_image": 0, "clean_audio": 1, "mfcc": 1}
+    assert counts(report, "computed") == only(clean_audio=1, mfcc=1)
 
 
 def test_status_explains_why(tmp_path, capsys):
@@ -78,7 +76,7 @@ def test_keys_stable_across_processes(tmp_path):
         "from pipeline.config import Config\nfrom pipeline.manifest import load\nfrom pipeline.runner import Workspace\n"
         "cfg=Config.from_dict({{}}) if False else Config.load(None, SMALL)\n"
         "ws=Workspace(sys.argv[1], cfg)\n"
-        "print(json.dumps({{p.stage.name: p.keys for p in ws.plan(['mfcc','clean_text','clean_image'], load({m!r}), dry=True)}}, sort_keys=True))\n"
+        "print(json.dumps({{p.stage.name: p.keys for p in ws.plan(['mfcc','bert','cnn'], load({m!r}), dry=True)}}, sort_keys=True))\n"
     ).format(root=os.getcwd(), tests=os.path.dirname(__file__), m=str(m))
     outs = [
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"w{i}")], capture_output=True, text=True, check=True,
@@ -87,7 +85,7 @@ def test_keys_stable_across_processes(tmp_path):
     ]
     assert outs[0] == outs[1]
     keys = json.loads(outs[0])
-    assert set(keys) == {"clean_text", "clean_image", "clean_audio", "mfcc"} and len(keys["mfcc"]) == 3
+    assert set(keys) == set(STAGES) and len(keys["mfcc"]) == 3 and len(keys["bert"]) == 3
 
 
 def test_export_is_readable_by_pandas(tmp_path):
