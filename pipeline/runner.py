@@ -169,7 +169,7 @@ class Workspace:
         self.store.set_latest(stage.name, [(i, k, digest) for i, k in plan.keys.items()])
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
 
-    def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]]) -> list[dict[str, Any]]:
+    def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage
         source = stage.inputs[0]
         if source.startswith(RAW_PREFIX):
@@ -179,7 +179,7 @@ class Workspace:
                 out.append({"id": ids_by_key[k][0], "text": ref.text, "path": ref.path})
             return out
         upstream_keys = [plan.payload[k][0] for k in keys]
-        records = self.store.read(source, upstream_keys)
+        records = store.read(source, upstream_keys)
         return [{"id": ids_by_key[k][0], **records[u]} for k, u in zip(keys, upstream_keys)]
 
     def _order(self, plan: StagePlan, todo: list[str]) -> list[str]:
@@ -208,9 +208,8 @@ class Workspace:
                 report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
                 return
             report.info(stage.name, stage.describe_run())
-            for start in range(0, len(todo), stage.batch_size):
-                keys = todo[start : start + stage.batch_size]
-                records = self._inputs(plan, keys, ids_by_key)
+            batches = [todo[i : i + stage.batch_size] for i in range(0, len(todo), stage.batch_size)]
+            for keys, records in zip(batches, self._prefetched(plan, batches, ids_by_key)):
                 outputs = call_isolated(stage, records)
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
@@ -229,6 +228,32 @@ class Workspace:
         finally:
             bar.close()
             buffer.flush()
+
+
+    def _prefetched(self, plan: StagePlan, batches: list[list[str]], ids_by_key) -> Iterator[list[dict[str, Any]]]:
+        """Inputs batch by batch; the next batch is read on a thread (own index connection) while the
+        current one computes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        local: dict[str, Store] = {}
+
+        def load(keys: list[str]) -> list[dict[str, Any]]:
+            if "store" not in local:
+                local["store"] = Store(self.workdir)
+            return self._inputs(plan, keys, ids_by_key, local["store"])
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+            future = pool.submit(load, batches[0]) if batches else None
+            try:
+                for i in range(len(batches)):
+                    records = future.result()
+                    if i + 1 < len(batches):
+                        future = pool.submit(load, batches[i + 1])
+                    yield records
+            finally:
+                if future is not None:
+                    future.cancel()
+                pool.submit(lambda: local.pop("store").close() if "store" in local else None).result()
 
 
 def call_isolated(stage: Stage, records: list[dict[str, Any]]) -> list[Any]:

@@ -11,6 +11,7 @@ data, or the names of upstream stages.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, ClassVar
 
 from .config import key_fields
@@ -34,6 +35,8 @@ class Stage:
     Config: ClassVar[type]
     # How many items one process() call gets; stages may override through a config field.
     default_batch_size: ClassVar[int] = 32
+    # process_one() releases the GIL for most of its time (decoding, resizing): run items on threads.
+    threaded: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -85,15 +88,21 @@ class Stage:
     def setup(self) -> None:
         """Load libraries and models. Called once before the first batch."""
 
-    def process(self, batch: list[dict[str, Any]]) -> list[dict[str, Any] | ItemError]:
-        """Default: one item at a time through ``process_one``; errors stay per item."""
-        out: list[dict[str, Any] | ItemError] = []
-        for record in batch:
-            try:
-                out.append(self.process_one(record))
-            except ItemError as exc:
-                out.append(exc)
-        return out
+    def process(self, batch: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """Default: ``process_one`` per item (on a thread pool when ``threaded``); errors stay per item."""
+        if self.threaded and len(batch) > 1:
+            if getattr(self, "_pool", None) is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix=self.name)
+            return list(self._pool.map(self._one, batch))
+        return [self._one(record) for record in batch]
+
+    def _one(self, record: dict[str, Any]) -> dict[str, Any] | Exception:
+        try:
+            return self.process_one(record)
+        except Exception as exc:  # noqa: BLE001 - per-item failures are data; the runner names them
+            return exc
 
     def process_one(self, record: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

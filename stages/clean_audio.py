@@ -131,6 +131,7 @@ class CleanAudio(Stage):
     version = "1"
     inputs = ("raw:audio",)
     Config = CleanAudioConfig
+    threaded = True
 
     def process_one(self, record: dict) -> dict:
         if os.path.getsize(record["path"]) == 0:

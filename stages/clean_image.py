@@ -94,6 +94,7 @@ class CleanImage(Stage):
     version = "1"
     inputs = ("raw:image",)
     Config = CleanImageConfig
+    threaded = True
 
     def process_one(self, record: dict) -> dict:
         with open(record["path"], "rb") as f:

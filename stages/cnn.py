@@ -108,7 +108,7 @@ class Cnn(Stage):
         if size not in self.fns:
             tf, model = self.tf, self.model
             spec = tf.TensorSpec((self.batch_size, size, size, 3), tf.float32)
-            self.fns[size] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            self.fns[size] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
         return self.fns[size]
 
     def describe_run(self) -> dict[str, Any]:
