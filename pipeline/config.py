@@ -37,7 +37,7 @@ class CacheConfig:
     # A shard is committed when it holds this many rows, this many MB, or after this many seconds
     # (the most work a crash can lose).
     shard_rows: int = 1024
-    shard_mb: float = 64.0
+    shard_mb: float = 32.0
     flush_seconds: float = 30.0
 
 

@@ -1,0 +1,195 @@
+"""make bench: each figure a ratio against a baseline measured in the same run (not a timed test).
+
+Writes bench/results/bench.json and prints a table. Sizes are small enough for a 2-core machine
+(a few minutes); BENCH_SCALE=2 doubles them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+RESULTS: list[dict] = []
+
+
+def record(name: str, value: float, goal: float, detail: str) -> None:
+    RESULTS.append({"name": name, "ratio": round(value, 3), "goal": goal, "met": value >= goal, "detail": detail})
+    print(f"  {name:<44} {value:6.2f}x  (goal >= {goal}x)  {detail}", flush=True)
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def mixed_texts(n: int, seed: int = 0) -> list[str]:
+    from pipeline.demo import TEXT
+
+    rng = np.random.default_rng(seed)
+    pool = TEXT["payment"] + TEXT["access"]
+    lengths = rng.choice([1, 1, 1, 2, 2, 3, 5, 8, 12], size=n)  # mostly short tickets, a few long ones
+    return [" ".join(pool[int(i)] for i in rng.integers(0, len(pool), k)) for k in lengths]
+
+
+def bench_bert() -> None:
+    import torch
+
+    from stages.bert import Bert, BertConfig
+
+    texts = mixed_texts(int(384 * SCALE))
+    stage = Bert(BertConfig(batch_size=len(texts), model_batch_size=32))
+    stage.ensure_ready()
+    tok, model = stage.tokenizer, stage.model
+    stage.embed(texts[:64])  # warm up
+
+    def raw_forward():
+        with torch.inference_mode():
+            for i in range(0, len(texts), 32):
+                enc = tok(texts[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
+                model(**enc)
+
+    # Same padding policy for the baseline comparison: the stage without bucketing vs the raw loop.
+    stage.config.bucketing = False
+    t_stage_plain = best_of(lambda: stage.embed(texts), 2)
+    t_raw = best_of(raw_forward, 2)
+    record("bert stage / raw forward (same batches)", t_raw / t_stage_plain, 0.9,
+           f"{len(texts) / t_stage_plain:.0f} vs {len(texts) / t_raw:.0f} texts/s")
+    stage.config.bucketing = True
+    t_bucket = best_of(lambda: stage.embed(texts), 2)
+    record("length bucketing / pad-to-longest", t_stage_plain / t_bucket, 1.5,
+           f"{len(texts) / t_bucket:.0f} vs {len(texts) / t_stage_plain:.0f} texts/s")
+
+    # FLOP rate on real tokens vs this machine's fp32 matmul rate.
+    n_tokens = sum(len(ids) for ids in tok(texts, truncation=True, max_length=128)["input_ids"])
+    params = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    achieved = 2 * params * n_tokens / t_bucket
+    a = torch.randn(2048, 2048)
+    torch.mm(a, a)
+    t_mm = best_of(lambda: torch.mm(a, a), 5)
+    peak = 2 * 2048**3 / t_mm
+    record("bert FLOP rate / fp32 matmul rate", achieved / peak, 0.6,
+           f"{achieved / 1e9:.1f} GFLOP/s on {n_tokens} real tokens ({params / 1e6:.1f}M non-embedding params) "
+           f"vs {peak / 1e9:.1f} GFLOP/s matmul")
+
+
+def bench_cnn(tmp: Path) -> None:
+    import tensorflow as tf
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    from pipeline.demo import _image
+    from stages.clean_image import CleanImage, CleanImageConfig
+    from stages.cnn import Cnn, CnnConfig
+
+    n = int(128 * SCALE)
+    rng = np.random.default_rng(1)
+    folder = tmp / "images"
+    folder.mkdir()
+    paths = [str(folder / _image(rng, "light" if i % 2 else "dark", folder / f"i{i}")) for i in range(n)]
+    cleaner = CleanImage(CleanImageConfig())
+    cnn = Cnn(CnnConfig(weights="none", batch_size=32))
+    cnn.ensure_ready()
+    cleaned = [r["image"] for r in cleaner.process([{"path": p} for p in paths[:32]])]
+    cnn.process([{"image": im} for im in cleaned])  # warm up: trace once
+
+    def stage_path():  # decode + resize (clean_image) then the cnn stage, batch by batch
+        for i in range(0, n, 32):
+            images = cleaner.process([{"path": p} for p in paths[i : i + 32]])
+            cnn.process(images)
+
+    ready = tf.constant(preprocess_input(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
+    fn = cnn.fns[224]
+
+    def raw():
+        for _ in range(0, n, 32):
+            fn(ready).numpy()
+
+    t_stage, t_raw = best_of(stage_path, 2), best_of(raw, 2)
+    record("cnn stage incl. decode+resize / raw tf.function", t_raw / t_stage, 0.8,
+           f"{n / t_stage:.0f} vs {n / t_raw:.0f} images/s")
+
+
+def bench_mfcc(tmp: Path) -> None:
+    import librosa
+
+    from pipeline.demo import _audio
+    from stages.clean_audio import CleanAudio, CleanAudioConfig
+    from stages.mfcc import Mfcc, MfccConfig
+
+    n = int(160 * SCALE)
+    rng = np.random.default_rng(2)
+    folder = tmp / "audio"
+    folder.mkdir()
+    paths = [str(folder / _audio(rng, "low" if i % 2 else "high", folder / f"a{i}")) for i in range(n)]
+    clean, mfcc = CleanAudio(CleanAudioConfig()), Mfcc(MfccConfig())
+    mfcc.ensure_ready()
+    mfcc.process(clean.process([{"path": p} for p in paths[:4]]))  # warm up
+
+    def stage_path():
+        for i in range(0, n, 64):
+            mfcc.process(clean.process([{"path": p} for p in paths[i : i + 64]]))
+
+    def naive():
+        for p in paths:
+            y, sr = librosa.load(p, sr=16000, mono=True)
+            m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40, n_fft=512, hop_length=160, n_mels=64)
+            np.concatenate([m.mean(axis=1), m.std(axis=1)])
+
+    t_stage, t_naive = best_of(stage_path, 2), best_of(naive, 2)
+    record("mfcc stage incl. decode / naive librosa loop", t_naive / t_stage, 2.0,
+           f"{n / t_stage:.0f} vs {n / t_naive:.0f} clips/s")
+
+
+def peak_rss(n: int, tmp: Path) -> float:
+    data = tmp / f"demo{n}"
+    subprocess.run([sys.executable, "-m", "pipeline", "demo-data", "--out", str(data), "--items", str(n)],
+                   check=True, cwd=ROOT, capture_output=True)
+    code = ("import resource, sys; from pipeline.cli import main; "
+            f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}, "
+            "'--set', 'cnn.weights=\"none\"']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def bench_memory(tmp: Path) -> None:
+    n = int(40 * SCALE)
+    small, large = peak_rss(n, tmp), peak_rss(10 * n, tmp)
+    # Reported as small/large so that, like the other figures, higher is better: goal 1/1.2.
+    record("peak RSS: N items / 10N items", small / large, round(1 / 1.2, 3),
+           f"{small:.0f} MB at N={n} vs {large:.0f} MB at 10N (ratio 10N/N = {large / small:.2f}, goal <= 1.2)")
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    import stages  # noqa: F401
+
+    print("make bench (ratios against baselines measured in this run; higher is better)", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        bench_bert()
+        bench_cnn(tmp)
+        bench_mfcc(tmp)
+        bench_memory(tmp)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS}, indent=2))
+    print(f"wrote {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
