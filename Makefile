@@ -11,7 +11,10 @@ STAGE    ?= mfcc
 ARGS     ?=
 RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set run.engine=\"$(ENGINE)\" $(ARGS)
 
-.PHONY: venv demo-data features stage status export gc test test-heavy bench clean
+MODEL    ?= $(WORKDIR)/models/latest
+OUT      ?= predictions.csv
+
+.PHONY: venv demo-data features stage train predict status gc test test-heavy bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +33,12 @@ features: venv demo-data
 
 stage: venv demo-data
 	$(PY) -m pipeline run $(STAGE) $(RUN_ARGS)
+
+train: venv demo-data
+	$(PY) -m pipeline train $(RUN_ARGS)
+
+predict: venv
+	$(PY) -m pipeline predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
 
 status: venv demo-data
 	$(PY) -m pipeline status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)

@@ -8,6 +8,7 @@ stages ran); 4 the work directory is locked by another run.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one stage plus whatever upstream work it still lacks")
     p.add_argument("stage", help="stage name (see 'mmp status')")
     _common(p), _run_opts(p)
+    p = sub.add_parser("train", help="features (cached), fuse, then train the three-branch model (cached)")
+    _common(p), _run_opts(p)
+    p.add_argument("--force", action="store_true", help="train again even if this data + config has a model")
+    p = sub.add_parser("predict", help="predict labels for new raw items with a trained model")
+    _common(p), _run_opts(p)
+    p.add_argument("--model", default=None, help="model folder (default: WORKDIR/models/latest)")
+    p.add_argument("--out", "-o", default="predictions.csv", help="output .csv or .parquet (default: predictions.csv)")
     p = sub.add_parser("status", help="per stage: fresh / to compute / failed, and why")
     _common(p)
     p.add_argument("--stage", action="append", help="limit to these stages (and their inputs)")
@@ -70,6 +78,9 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, before it is imported
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -120,6 +131,63 @@ def cmd_features(args) -> int:
     return cmd_run(args, FEATURES)
 
 
+def _locked_workspace(args, config, command: str):
+    from .runner import Workspace
+
+    ws = Workspace(args.workdir, config)
+    ws.lock(command)
+    return ws
+
+
+def cmd_train(args) -> int:
+    from stages import FEATURES
+    from stages.train import train
+
+    from .report import Report
+
+    config, items = _load(args)
+    report = Report(" ".join(sys.argv), quiet=args.quiet)
+    ws = _locked_workspace(args, config, report.data["command"])
+    try:
+        ws.run(FEATURES, items, report)
+        run_dir = train(ws, items, report, force=args.force)
+    finally:
+        path = report.write(ws.workdir)
+        ws.close()
+    if not args.quiet:
+        print(report.summary())
+        info = report.data.get("train", {})
+        print(f"model: {run_dir}" + (" (reused: same fused data and config; --force to retrain)" if info.get("cached") else ""))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
+        print(f"report: {path}")
+    return 3 if report.data["stage_errors"] else 0
+
+
+def cmd_predict(args) -> int:
+    from stages.predict import model_config, predict, write_rows
+
+    from .manifest import load
+    from .report import Report
+
+    model_dir = Path(args.model) if args.model else Path(args.workdir) / "models" / "latest"
+    if not (model_dir / "config.json").is_file():
+        raise PipelineError(f"predict: no trained model at {model_dir} (run 'mmp train' or pass --model)")
+    config = model_config(model_dir)
+    items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
+    report = Report(" ".join(sys.argv), quiet=args.quiet)
+    ws = _locked_workspace(args, config, report.data["command"])
+    try:
+        rows = predict(ws, items, model_dir.resolve(), report)
+        write_rows(rows, Path(args.out))
+    finally:
+        report.write(ws.workdir)
+        ws.close()
+    errors = sum(1 for r in rows if r["error"])
+    print(f"wrote {len(rows)} predictions to {args.out} ({errors} error rows) with model {model_dir.resolve()}")
+    return 1 if args.strict and errors else 0
+
+
 def cmd_status(args) -> int:
     from stages import FEATURES
 
@@ -153,6 +221,7 @@ def cmd_export(args) -> int:
 
 def cmd_gc(args) -> int:
     from stages import STAGES
+    from stages.fuse import live_keys as fuse_live_keys
 
     from .runner import Workspace
 
@@ -163,6 +232,7 @@ def cmd_gc(args) -> int:
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
             live[plan.stage.name] = set(plan.keys.values())
+        live["fuse"] = fuse_live_keys(ws, items)
         if args.dry_run:
             for stage in STAGES:
                 dead = ws.store.committed(stage) - live.get(stage, set())
@@ -203,6 +273,8 @@ def cmd_demo_data(args) -> int:
 COMMANDS = {
     "features": cmd_features,
     "run": cmd_run,
+    "train": cmd_train,
+    "predict": cmd_predict,
     "status": cmd_status,
     "export": cmd_export,
     "gc": cmd_gc,

@@ -61,6 +61,11 @@ class RunConfig:
 GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig}
 
 
+def register_section(name: str, section_type: type) -> None:
+    """Config sections that are not stages (e.g. [train])."""
+    GLOBAL_SECTIONS[name] = section_type
+
+
 def _section_types() -> dict[str, type]:
     from stages import STAGES  # the registry; stage modules import nothing heavy at top level
 

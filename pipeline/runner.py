@@ -117,6 +117,8 @@ class Workspace:
         available: dict[str, dict[str, str]] = {}
         applies: dict[str, set[str]] = {}
         for name in ancestors_and_self(targets):
+            if STAGES[name].dataset_level:
+                continue
             plan = plan_stage(self.stage(name), items, available, applies, self.raw)
             yield plan
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}

@@ -37,6 +37,8 @@ class Stage:
     default_batch_size: ClassVar[int] = 32
     # process_one() releases the GIL for most of its time (decoding, resizing): run items on threads.
     threaded: ClassVar[bool] = False
+    # Needs the whole dataset (e.g. statistics over the train split): run by its own module, not planned per item.
+    dataset_level: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config

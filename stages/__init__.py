@@ -2,7 +2,7 @@
 
 from pipeline.stage import STAGES
 
-from . import clean_text, clean_image, clean_audio, mfcc, bert, cnn  # noqa: E402,F401  (registration)
+from . import clean_text, clean_image, clean_audio, mfcc, bert, cnn, fuse, train  # noqa: E402,F401  (registration)
 
 # The stages `make features` finishes with; everything upstream of them runs too.
 FEATURES = ["bert", "cnn", "mfcc"]

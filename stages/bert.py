@@ -120,7 +120,9 @@ class Bert(Stage):
     def setup(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

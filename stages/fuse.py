@@ -1,0 +1,231 @@
+"""fuse: join each item's bert, cnn and mfcc vectors into one row: a standardized block per modality
+plus a 0/1 mask per modality.
+
+A missing modality (empty in the manifest, or failed upstream) becomes zeros with mask 0, or drops the
+item when ``missing = "drop"``; both are counted in the run report. Standardization statistics are
+fitted on the train split only, stored under ``WORKDIR/fuse/`` and copied next to every trained model,
+so prediction reuses them. Fused rows are cached per item like any stage, keyed by the item's feature
+keys and the statistics' digest: new val/test items are appended without refitting; a changed train
+split refits the statistics (the report says so) and so recomputes every row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.keys import digest_obj, stage_key
+from pipeline.stage import Stage, register
+
+# modality -> the feature stage that provides it
+MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc"}
+READ_BATCH = 512
+
+
+@dataclass
+class FuseConfig:
+    # zeros: a missing modality is zeros with mask 0 | drop: items missing any modality are left out
+    missing: str = "zeros"
+    standardize: bool = True
+    # A dimension whose standard deviation is at or below this is only centred (divided by 1). Feature
+    # scales vary wildly (a randomly initialized CNN's outputs are ~1e-11), so this is absolute and tiny.
+    min_std: float = 0.0
+
+    def validate(self) -> str | None:
+        if self.missing not in ("zeros", "drop"):
+            return f"missing must be zeros or drop, not {self.missing!r}"
+        return None
+
+
+@dataclass
+class Stats:
+    """Per-modality mean and std, fitted on train rows; ``digest`` names them in cache keys."""
+
+    digest: str
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    train_ids: list[str]
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{k}_{m}": v for k, d in (("mean", self.mean), ("std", self.std)) for m, v in d.items()}
+        np.savez(folder / "stats.npz", **arrays)
+        (folder / "stats.json").write_text(json.dumps({"digest": self.digest, "train_ids": self.train_ids}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "Stats":
+        meta = json.loads((folder / "stats.json").read_text())
+        with np.load(folder / "stats.npz", allow_pickle=False) as z:
+            mean = {m: z[f"mean_{m}"] for m in MODALITIES if f"mean_{m}" in z}
+            std = {m: z[f"std_{m}"] for m in MODALITIES if f"std_{m}" in z}
+        return cls(meta["digest"], mean, std, meta["train_ids"])
+
+
+@register
+class Fuse(Stage):
+    name = "fuse"
+    version = "1"
+    inputs = tuple(MODALITIES.values())
+    Config = FuseConfig
+    dataset_level = True  # run by run_dataset(), not by the per-item planner
+
+
+def feature_keys(ws, items) -> dict[str, dict[str, str]]:
+    """modality -> {item id -> committed feature key}."""
+    out = {}
+    for plan in ws.plan(list(MODALITIES.values()), items, dry=False):
+        if plan.stage.name in MODALITIES.values():
+            committed = ws.store.committed(plan.stage.name)
+            modality = next(m for m, s in MODALITIES.items() if s == plan.stage.name)
+            out[modality] = {i: k for i, k in plan.keys.items() if k in committed}
+    return out
+
+
+def _vectors(ws, stage: str, keys: list[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for start in range(0, len(keys), READ_BATCH):
+        chunk = keys[start : start + READ_BATCH]
+        for k, rec in ws.store.read(stage, chunk).items():
+            out[k] = rec[stage]
+    return out
+
+
+def fit_stats(ws, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> Stats:
+    train = sorted(i.id for i in items if i.split == "train")
+    if not train:
+        raise ConfigError("fuse: no item has split 'train'; standardization needs training rows")
+    membership = [[i, [keys[m].get(i) for m in MODALITIES]] for i in train]
+    digest = digest_obj({"fuse": cfg.__dict__, "train": membership})
+    folder = ws.workdir / "fuse" / digest
+    if (folder / "stats.json").is_file():
+        return Stats.load(folder)
+    mean, std = {}, {}
+    for modality, stage in MODALITIES.items():
+        present = [keys[modality][i] for i in train if i in keys[modality]]
+        if not present:
+            continue
+        shift = total = sq = None
+        unique = list(dict.fromkeys(present))
+        for start in range(0, len(unique), READ_BATCH):  # streamed: memory bounded by one batch
+            block = np.stack(list(_vectors(ws, stage, unique[start : start + READ_BATCH]).values())).astype(np.float64)
+            if shift is None:  # shifted sums: no cancellation when the mean dwarfs the spread
+                shift = block.mean(0)
+                total, sq = np.zeros_like(shift), np.zeros_like(shift)
+            total += (block - shift).sum(0)
+            sq += ((block - shift) ** 2).sum(0)
+        n = len(unique)
+        spread = np.sqrt(np.maximum(sq / n - (total / n) ** 2, 0))
+        mean[modality] = (shift + total / n).astype(np.float32)
+        std[modality] = np.where(spread > cfg.min_std, spread, 1.0).astype(np.float32)
+        if not cfg.standardize:
+            mean[modality][:] = 0
+            std[modality][:] = 1
+    stats = Stats(digest, mean, std, train)
+    stats.save(folder)
+    return stats
+
+
+def plan_fuse(ws, items, keys: dict[str, dict[str, str]], stats: Stats):
+    """Fused keys: (kept [(item, key)], {key: (item, feature keys)}, missing counts, dropped count)."""
+    stage = ws.stage("fuse")
+    dims = {m: v.shape[0] for m, v in stats.mean.items()}
+    digest = digest_obj([stage.digest(), stats.digest])
+    kept: list[tuple[Any, str]] = []
+    todo: dict[str, tuple[Any, list[str | None]]] = {}
+    missing = {m: 0 for m in MODALITIES}
+    dropped = 0
+    for item in items:
+        inputs = [keys[m].get(item.id) if m in dims else None for m in MODALITIES]
+        for m, k in zip(MODALITIES, inputs):
+            missing[m] += k is None
+        if all(k is None for k in inputs) or (stage.config.missing == "drop" and any(k is None for k in inputs)):
+            dropped += 1
+            continue
+        key = stage_key(digest, [k or "-" for k in inputs])
+        kept.append((item, key))
+        todo.setdefault(key, (item, inputs))
+    return kept, todo, missing, dropped
+
+
+def live_keys(ws, items) -> set[str]:
+    """Fused keys the current manifest + config + latest statistics reference (for gc)."""
+    latest = ws.workdir / "fuse" / "latest"
+    if not latest.is_file():
+        return set()
+    kept, _, _, _ = plan_fuse(ws, items, feature_keys(ws, items), Stats.load(ws.workdir / "fuse" / latest.read_text()))
+    return {k for _, k in kept}
+
+
+def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[Any, str]], Stats]:
+    """Fuse every item; returns [(item, fused key)] for the items kept, and the statistics used."""
+    from pipeline.runner import ShardBuffer
+
+    stage = ws.stage("fuse")
+    cfg: FuseConfig = stage.config
+    stats_row = report.stage("fuse")
+    keys = feature_keys(ws, items)
+    fitted_here = stats is None
+    if stats is None:
+        stats = fit_stats(ws, items, keys, cfg)
+        previous = ws.workdir / "fuse" / "latest"
+        if previous.is_file() and previous.read_text() != stats.digest:
+            old = Stats.load(ws.workdir / "fuse" / previous.read_text())
+            added, removed = set(stats.train_ids) - set(old.train_ids), set(old.train_ids) - set(stats.train_ids)
+            report.warn(f"fuse: the train split changed ({len(added)} train items added, {len(removed)} removed, or "
+                        "their features changed): standardization refitted, every fused row recomputed")
+        previous.parent.mkdir(parents=True, exist_ok=True)
+        previous.write_text(stats.digest)
+    kept, todo, missing, dropped = plan_fuse(ws, items, keys, stats)
+    committed = ws.store.committed("fuse")
+    stats_row["cached"] += sum(1 for _, k in kept if k in committed)
+    todo = {k: v for k, v in todo.items() if k not in committed}
+    dims = {m: v.shape[0] for m, v in stats.mean.items()}
+    buffer = ShardBuffer(ws.store, "fuse", ws.config)
+    todo_keys = list(todo)
+    for start in range(0, len(todo_keys), READ_BATCH):
+        chunk = todo_keys[start : start + READ_BATCH]
+        vectors = {}
+        for i, (m, stage_name) in enumerate(MODALITIES.items()):
+            wanted = [todo[k][1][i] for k in chunk if todo[k][1][i] is not None]
+            vectors[m] = _vectors(ws, stage_name, wanted) if wanted else {}
+        for k in chunk:
+            record = {}
+            for i, m in enumerate(MODALITIES):
+                if m not in dims:
+                    continue
+                fkey = todo[k][1][i]
+                if fkey is None:
+                    record[m], record[f"{m}_mask"] = np.zeros(dims[m], np.float32), 0.0
+                else:
+                    record[m] = ((vectors[m][fkey] - stats.mean[m]) / stats.std[m]).astype(np.float32)
+                    record[f"{m}_mask"] = 1.0
+            buffer.add(k, record)
+        stats_row["computed"] += len(chunk)
+    buffer.flush()
+    report.data["fuse"] = {
+        "missing_modality": missing,
+        "policy": cfg.missing,
+        "dropped": dropped,
+        "statistics": ("fitted" if fitted_here else "from model") + f" on {len(stats.train_ids)} train items",
+        "modalities": sorted(dims),
+    }
+    return kept, stats
+
+
+def load_fused(ws, kept: list[tuple[Any, str]]) -> dict[str, np.ndarray]:
+    """Arrays for the kept items, in order: one per modality block and mask."""
+    cols: dict[str, list] = {}
+    keys = [k for _, k in kept]
+    for start in range(0, len(keys), READ_BATCH):
+        chunk = keys[start : start + READ_BATCH]
+        records = ws.store.read("fuse", chunk)
+        for k in chunk:
+            for name, value in records[k].items():
+                cols.setdefault(name, []).append(value)
+    return {name: np.asarray(values, dtype=np.float32) for name, values in cols.items()}
