@@ -2,13 +2,15 @@
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
-stages ran); 4 the work directory is locked by another run.
+stages ran); 4 the work directory is locked by another run; 5 the work directory cannot be written
+(disk full, permission denied; nothing half-written is committed); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: committed work is kept; rerun to continue", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.OperationalError) as exc:
+        print(f"error: cannot read or write the work directory: {exc}", file=sys.stderr)
+        return 5
 
 
 def cmd_run(args, targets: list[str] | None = None) -> int:

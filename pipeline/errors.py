@@ -25,6 +25,12 @@ class LockBusyError(PipelineError):
     exit_code = 4
 
 
+class StorageError(PipelineError):
+    """The cache cannot be written (disk full, permission denied, read-only file system)."""
+
+    exit_code = 5
+
+
 class CacheCorruptError(PipelineError):
     """A committed shard failed its checksum; its entries were dropped and will be recomputed."""
 

@@ -75,10 +75,13 @@ class Report:
         text = json.dumps(self.data, indent=2, ensure_ascii=False)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.started))
         path = runs / f"{stamp}-{os.getpid()}.json"
-        for target in (path, runs / "latest.json"):
-            tmp = target.with_suffix(".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+        try:
+            for target in (path, runs / "latest.json"):
+                tmp = target.with_suffix(".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, target)
+        except OSError as exc:
+            print(f"warning: could not write the run report to {runs}: {exc}", file=sys.stderr)
         return path
 
     def summary(self, max_failures: int = 20) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .config import Config
-from .errors import CacheCorruptError, ItemError, LockBusyError, describe
+from .errors import CacheCorruptError, ItemError, LockBusyError, StorageError, describe
 from .keys import RawHashMemo
 from .manifest import Item
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
@@ -46,6 +46,8 @@ class ShardBuffer:
         self.keys.append(key)
         self.records.append(record)
         self.bytes += _nbytes(record)
+
+    def maybe_flush(self) -> None:
         if (
             len(self.keys) >= self.max_rows
             or self.bytes >= self.max_bytes
@@ -133,6 +135,8 @@ class Workspace:
     # ---- running -------------------------------------------------------------------------------
     def run(self, targets: list[str], items: list[Item], report: Report) -> Report:
         self.store.remove_debris()
+        for message in self.store.check_sizes():
+            report.warn(message)
         for attempt in range(MAX_REPLANS):
             try:
                 for plan in self.plan(targets, items, dry=False):
@@ -154,19 +158,28 @@ class Workspace:
         ids_by_key = plan.ids_by_key()
         for item, exc in plan.input_errors:
             report.fail(stage.name, item.id, exc.kind, f"item {item.id}: {exc}")
-        todo: list[str] = []
-        for key, ids in ids_by_key.items():
-            if key in committed:
-                stats["cached"] += len(ids)
-            elif key in failures and failures[key][3] and not retry_all:
-                _, error, message, _ = failures[key]
-                for item_id in ids:
-                    report.fail(stage.name, item_id, error, f"item {item_id}: {message}", cached=True)
-            else:
-                todo.append(key)
+        # Batches are fixed slices of ALL of the stage's keys in manifest order, not of the missing ones:
+        # a run resumed after a crash computes each batch with the same members as an uninterrupted
+        # run would, so model outputs match to the last bit (float sums depend on batch composition).
+        keys = list(ids_by_key)
+        batches: list[list[str]] = []
+        for start in range(0, len(keys), stage.batch_size):
+            todo = []
+            for key in keys[start : start + stage.batch_size]:
+                ids = ids_by_key[key]
+                if key in committed:
+                    stats["cached"] += len(ids)
+                elif key in failures and failures[key][3] and not retry_all:
+                    _, error, message, _ = failures[key]
+                    for item_id in ids:
+                        report.fail(stage.name, item_id, error, f"item {item_id}: {message}", cached=True)
+                else:
+                    todo.append(key)
+            if todo:
+                batches.append(todo)
         stats["skipped"] += len(plan.blocked)
-        if todo:
-            self._compute(plan, todo, ids_by_key, report)
+        if batches:
+            self._compute(plan, batches, ids_by_key, report)
         digest = f"{stage.digest()}|{stage.config_digest()}"
         self.store.set_latest(stage.name, [(i, k, digest) for i, k in plan.keys.items()])
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
@@ -184,25 +197,16 @@ class Workspace:
         records = store.read(source, upstream_keys)
         return [{"id": ids_by_key[k][0], **records[u]} for k, u in zip(keys, upstream_keys)]
 
-    def _order(self, plan: StagePlan, todo: list[str]) -> list[str]:
-        """Read upstream shards in storage order so each shard is loaded once."""
-        source = plan.stage.inputs[0]
-        if source.startswith(RAW_PREFIX):
-            return sorted(todo, key=lambda k: plan.payload[k].path or "")
-        where = self.store.locations(source, [plan.payload[k][0] for k in todo])
-        return sorted(todo, key=lambda k: where.get(plan.payload[k][0], ("", 0)))
-
     def _downstream(self, name: str) -> list[str]:
         below = [s for s, cls in STAGES.items() if name in cls.inputs]
         return below + [d for s in below for d in self._downstream(s)]
 
-    def _compute(self, plan: StagePlan, todo: list[str], ids_by_key: dict[str, list[str]], report: Report) -> None:
+    def _compute(self, plan: StagePlan, batches: list[list[str]], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
-        todo = self._order(plan, todo)
         buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
-        bar = report.progress(stage.name, sum(len(ids_by_key[k]) for k in todo))
+        bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
         try:
             try:
                 stage.ensure_ready()
@@ -210,7 +214,6 @@ class Workspace:
                 report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
                 return
             report.info(stage.name, stage.describe_run())
-            batches = [todo[i : i + stage.batch_size] for i in range(0, len(todo), stage.batch_size)]
             for keys, records in zip(batches, self._prefetched(plan, batches, ids_by_key)):
                 outputs = call_isolated(stage, records)
                 for key, out in zip(keys, outputs):
@@ -227,9 +230,15 @@ class Workspace:
                 if failed:
                     self.store.record_failures(stage.name, failed)
                     failed = []
+                buffer.maybe_flush()  # only between batches: a committed shard holds whole batches
+            buffer.flush()
+        except StorageError:
+            raise  # the cache cannot be written: do not try again on the way out
+        except BaseException:
+            buffer.flush()  # Ctrl-C or a failure elsewhere: keep what this stage already computed
+            raise
         finally:
             bar.close()
-            buffer.flush()
 
 
     def _prefetched(self, plan: StagePlan, batches: list[list[str]], ids_by_key) -> Iterator[list[dict[str, Any]]]:

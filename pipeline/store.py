@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import CacheCorruptError
+from .errors import CacheCorruptError, StorageError
 from .keys import digest_bytes
 
 SCHEMA = """
@@ -147,23 +147,31 @@ class Store:
         pq.write_table(table, buf, **_parquet_options(table))
         data = buf.getvalue()
         checksum = digest_bytes(data)
-        folder = self.root / stage
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{stage}/{checksum}.parquet"
-        final = self.root / name
+        try:
+            self._write_shard_file(self.root / stage, checksum, data)
+            self._record_shard(stage, name, checksum, keys, len(data))
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise StorageError(
+                f"cannot write the cache under {self.root} ({type(exc).__name__}: {exc}); nothing of this shard "
+                "was committed. Free space or fix permissions, then rerun: committed work is kept."
+            ) from None
+        return name
+
+    def _write_shard_file(self, folder: Path, checksum: str, data: bytes) -> None:
+        """Temp file in the target folder, fsync, rename, fsync the folder."""
+        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{checksum}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
+            os.replace(tmp, folder / f"{checksum}.parquet")
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(folder)
-        self._record_shard(stage, name, checksum, keys, len(data))
-        return name
 
     def _record_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
         """The commit point: one transaction makes the shard's items count as done."""
@@ -253,6 +261,21 @@ class Store:
         (self.root / name).unlink(missing_ok=True)
         self._tables.pop(name, None)
         return n
+
+    def check_sizes(self) -> list[str]:
+        """Cheap per-run check (one stat per shard): a missing or truncated shard is dropped so its items
+        are recomputed. Bit flips are caught by the checksum whenever a shard is read."""
+        messages = []
+        for name, size in self.db.execute("SELECT name, bytes FROM shards").fetchall():
+            try:
+                actual = (self.root / name).stat().st_size
+            except FileNotFoundError:
+                actual = -1
+            if actual != size:
+                dropped = self.drop_shard(name)
+                state = "missing" if actual < 0 else f"{actual} bytes instead of {size}"
+                messages.append(f"cache shard {name} is {state}; dropped its {dropped} entries so they are recomputed")
+        return messages
 
     def remove_debris(self) -> int:
         """Delete temp files and shard files the index does not know (left by a crash)."""

@@ -207,6 +207,7 @@ def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[
                     record[f"{m}_mask"] = 1.0
             buffer.add(k, record)
         stats_row["computed"] += len(chunk)
+        buffer.maybe_flush()
     buffer.flush()
     report.data["fuse"] = {
         "missing_modality": missing,
