@@ -88,6 +88,7 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
     from .model import build_model
 
     keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same data -> same weights and metrics
     dims = {m: arrays[m].shape[1] for m in modalities}
     model = build_model(dims, n_classes, cfg)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
