@@ -27,6 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set mfcc.n_mfcc=20 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+    p.add_argument("--engine", choices=["local", "ray"], default=None, help="run stages locally or on Ray Data (default: run.engine)")
 
 
 def _run_opts(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,8 @@ def _load(args):
     from .manifest import load
 
     config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-    config = Config.load(config_path, args.overrides)
+    overrides = list(args.overrides) + ([f'run.engine="{args.engine}"'] if getattr(args, "engine", None) else [])
+    config = Config.load(config_path, overrides)
     items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
     return config, items
 

@@ -58,7 +58,33 @@ class RunConfig:
         return None
 
 
-GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig}
+@dataclass
+class RayConfig:
+    # Cluster address ("auto", "ray://host:10001"); empty = $RAY_ADDRESS, else start a local Ray.
+    address: str = ""
+    # CPUs for a local Ray started by the pipeline (0 = all).
+    num_cpus: int = 0
+    # Pipeline batches in flight per round trip (bounds driver memory).
+    window: int = 16
+    # Per-stage resources: {stage = {actors = N, num_cpus = C, num_gpus = G}}; actors only for model stages.
+    stages: dict = field(default_factory=lambda: {
+        "bert": {"actors": 1, "num_cpus": 1, "num_gpus": 0},
+        "cnn": {"actors": 1, "num_cpus": 1, "num_gpus": 0},
+    })
+
+    def validate(self) -> str | None:
+        for name, spec in self.stages.items():
+            unknown = set(spec) - {"actors", "num_cpus", "num_gpus"}
+            if unknown:
+                return f"stages.{name}: unknown keys {sorted(unknown)} (use actors, num_cpus, num_gpus)"
+        if self.window < 1:
+            return "window must be at least 1"
+        return None
+
+
+
+
+GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig, "ray": RayConfig}
 
 
 def register_section(name: str, section_type: type) -> None:

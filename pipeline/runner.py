@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .config import Config
-from .errors import CacheCorruptError, ItemError, LockBusyError, StorageError, describe
+from .errors import CacheCorruptError, ItemError, LockBusyError, PipelineError, StorageError, describe
 from .keys import RawHashMemo
 from .manifest import Item
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
@@ -197,6 +197,20 @@ class Workspace:
         records = store.read(source, upstream_keys)
         return [{"id": ids_by_key[k][0], **records[u]} for k, u in zip(keys, upstream_keys)]
 
+    def _guarded(self, stage: Stage, batches, results, report: Report):
+        """Pairs (batch keys, outputs); an engine failure (e.g. a Ray actor whose model cannot load)
+        ends this stage as a stage error, keeping what was already computed."""
+        results = iter(results)
+        for keys in batches:
+            try:
+                outputs = next(results)
+            except (PipelineError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
+                return
+            yield keys, outputs
+
     def _downstream(self, name: str) -> list[str]:
         below = [s for s, cls in STAGES.items() if name in cls.inputs]
         return below + [d for s in below for d in self._downstream(s)]
@@ -207,15 +221,23 @@ class Workspace:
         buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
         bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
+        local = self.config["run"].engine == "local"
+        results = None
         try:
-            try:
-                stage.ensure_ready()
-            except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
-                report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
-                return
-            report.info(stage.name, stage.describe_run())
-            for keys, records in zip(batches, self._prefetched(plan, batches, ids_by_key)):
-                outputs = call_isolated(stage, records)
+            if local:
+                try:
+                    stage.ensure_ready()
+                except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
+                    report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
+                    return
+                report.info(stage.name, stage.describe_run())
+                results = (call_isolated(stage, records) for records in self._prefetched(plan, batches, ids_by_key))
+            else:
+                from .ray_engine import RayExecutor
+
+                report.info(stage.name, {**stage.describe_run(), "engine": "ray"})
+                results = RayExecutor(self.config).map(stage, self._prefetched(plan, batches, ids_by_key))
+            for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
                     if isinstance(out, BaseException):
@@ -239,32 +261,32 @@ class Workspace:
             raise
         finally:
             bar.close()
+            # Close the input generators now, not whenever the garbage collector gets to them (a
+            # finalizer that waits on the prefetch thread during an import would deadlock).
+            if results is not None:
+                results.close()
 
 
     def _prefetched(self, plan: StagePlan, batches: list[list[str]], ids_by_key) -> Iterator[list[dict[str, Any]]]:
-        """Inputs batch by batch; the next batch is read on a thread (own index connection) while the
-        current one computes."""
+        """Inputs batch by batch; the next batch is read on a thread (with its own index connection)
+        while the current one computes. Nothing here blocks on that thread when the generator is closed,
+        so closing it can never deadlock (e.g. if the garbage collector closes it during an import)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        local: dict[str, Store] = {}
-
-        def load(keys: list[str]) -> list[dict[str, Any]]:
-            if "store" not in local:
-                local["store"] = Store(self.workdir)
-            return self._inputs(plan, keys, ids_by_key, local["store"])
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-            future = pool.submit(load, batches[0]) if batches else None
-            try:
-                for i in range(len(batches)):
-                    records = future.result()
-                    if i + 1 < len(batches):
-                        future = pool.submit(load, batches[i + 1])
-                    yield records
-            finally:
-                if future is not None:
-                    future.cancel()
-                pool.submit(lambda: local.pop("store").close() if "store" in local else None).result()
+        reader = Store(self.workdir, any_thread=True)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        future = None
+        try:
+            for i, keys in enumerate(batches):
+                if future is None:
+                    future = pool.submit(self._inputs, plan, keys, ids_by_key, reader)
+                records = future.result()
+                future = pool.submit(self._inputs, plan, batches[i + 1], ids_by_key, reader) if i + 1 < len(batches) else None
+                yield records
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if future is None or future.done():
+                reader.close()
 
 
 def call_isolated(stage: Stage, records: list[dict[str, Any]]) -> list[Any]:

@@ -104,10 +104,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, any_thread: bool = False):
         self.root = Path(workdir) / "cache"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
+        self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60, check_same_thread=not any_thread)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)

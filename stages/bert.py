@@ -135,8 +135,8 @@ class Bert(Stage):
         self.torch = torch
 
     def describe_run(self) -> dict[str, Any]:
-        return {"model": self.config.model, "pooling": self.config.pooling, "device": str(self.device),
-                "dtype": self.config.dtype}
+        return {"model": self.config.model, "pooling": self.config.pooling,
+                "device": str(getattr(self, "device", self.config.device)), "dtype": self.config.dtype}
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, hidden) float32, in input order."""

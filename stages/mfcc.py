@@ -37,16 +37,21 @@ class MfccConfig:
 def mfcc_vectors(audio: np.ndarray, sr: int, cfg: MfccConfig) -> np.ndarray:
     """(batch, samples) float32 -> (batch, dims) float32 pooled MFCC vectors.
 
-    The mel spectrogram is computed for the whole batch in one call; the dB conversion is per clip,
+    The STFT runs on the whole batch in one call; the mel projection and the dB conversion are per clip,
     because ``librosa.feature.mfcc`` on a batch clips every clip at 80 dB below the loudest clip of the
-    batch, which would make an item's features depend on its batch mates.
+    batch (and sums in a batch-dependent order), which would make an item's features depend on its
+    batch mates.
     """
     import librosa
     import scipy.fft
+    from threadpoolctl import threadpool_limits
 
-    mel = librosa.feature.melspectrogram(
-        y=audio, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin
-    )
+    spectrum = np.abs(librosa.stft(audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length)) ** 2  # FFT: per row
+    basis = librosa.filters.mel(sr=sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin)
+    # One fixed-shape single-threaded product per clip: the same bits whatever the batch, the machine's
+    # core count or the engine (Ray workers run BLAS on one thread).
+    with threadpool_limits(limits=1, user_api="blas"):
+        mel = [basis @ clip for clip in spectrum]
     db = np.stack([librosa.power_to_db(clip) for clip in mel])
     m = scipy.fft.dct(db, axis=-2, type=2, norm="ortho")[..., : cfg.n_mfcc, :]
     if cfg.deltas:
