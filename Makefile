@@ -14,7 +14,7 @@ RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set
 MODEL    ?= $(WORKDIR)/models/latest
 OUT      ?= predictions.csv
 
-.PHONY: venv demo-data features stage train predict status gc test test-heavy bench clean
+.PHONY: venv demo-data features stage train predict status gc test test-heavy bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ test-heavy: venv
 
 bench: venv
 	$(PY) -m bench.run
+
+bench-ray: venv
+	$(PY) -m bench.ray_scaling
 
 clean:
 	rm -rf $(WORKDIR)

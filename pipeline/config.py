@@ -24,7 +24,7 @@ def execution_only(default: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    # Folder that manifest paths must stay inside; empty = each manifest's own folder.
+    # Folder or URI (s3://, gs://, file://) that manifest paths must stay inside; "" = each manifest's folder.
     root: str = ""
     # Let manifests point outside the data root (absolute paths, "..", symlinks). Off by default.
     allow_outside_root: bool = False
@@ -34,6 +34,9 @@ class DataConfig:
 
 @dataclass
 class CacheConfig:
+    # Where shards live: "" = WORKDIR/cache, or a folder or URI (s3://bucket/cache, gs://..., file://...).
+    # The index (SQLite) and the run lock always stay in WORKDIR on a local disk.
+    root: str = ""
     # A shard is committed when it holds this many rows, this many MB, or after this many seconds
     # (the most work a crash can lose).
     shard_rows: int = 1024

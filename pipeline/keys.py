@@ -8,7 +8,6 @@ No Python ``hash()``, no pickles: keys are stable across processes and machines.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,10 @@ def digest_obj(obj: Any) -> str:
 
 
 def digest_file(path: str | Path) -> str:
+    from .fs import open_input
+
     h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
+    with open_input(str(path)) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -44,7 +45,7 @@ def stage_key(stage_digest: str, input_keys: list[str]) -> str:
 
 
 class RawHashMemo:
-    """Memo of file content hashes keyed by (absolute path, size, mtime_ns).
+    """Memo of file content hashes keyed by (absolute path or URI, size, mtime_ns or version stamp).
 
     A no-op rerun stats files instead of rehashing them; any edit changes size or mtime_ns and
     forces a rehash.
@@ -55,31 +56,33 @@ class RawHashMemo:
         self.db = sqlite3.connect(db_path, timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS raw_hash (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest TEXT)"
+            "CREATE TABLE IF NOT EXISTS raw_files (path TEXT PRIMARY KEY, size INTEGER, stamp TEXT, digest TEXT)"
         )
         self.memo = {
-            row[0]: (row[1], row[2], row[3]) for row in self.db.execute("SELECT path, size, mtime_ns, digest FROM raw_hash")
+            row[0]: (row[1], row[2], row[3]) for row in self.db.execute("SELECT path, size, stamp, digest FROM raw_files")
         }
         self.pending: list[tuple[str, int, int, str]] = []
 
-    def digest(self, path: Path, st: os.stat_result) -> str:
-        key = str(path)
+    def digest(self, path: str, size: int, stamp: str | int) -> str:
+        """stamp: mtime_ns for local files; the store's version marker (mtime, ETag) for URIs."""
+        key, stamp = str(path), str(stamp)
         known = self.memo.get(key)
-        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+        if known and known[0] == size and known[1] == stamp:
             return known[2]
         value = digest_file(path)
-        self.memo[key] = (st.st_size, st.st_mtime_ns, value)
-        self.pending.append((key, st.st_size, st.st_mtime_ns, value))
+        self.memo[key] = (size, stamp, value)
+        self.pending.append((key, size, stamp, value))
         return value
 
     def digest_path(self, path: str | Path) -> str:
         p = Path(path).resolve()
-        return self.digest(p, p.stat())
+        st = p.stat()
+        return self.digest(str(p), st.st_size, st.st_mtime_ns)
 
     def save(self) -> None:
         if self.pending:
             with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO raw_hash VALUES (?, ?, ?, ?)", self.pending)
+                self.db.executemany("INSERT OR REPLACE INTO raw_files VALUES (?, ?, ?, ?)", self.pending)
             self.pending.clear()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import fs
 from .errors import InputTooLarge, ManifestError, MissingFile, PathEscapesRoot
 
 SPLITS = ("train", "val", "test", "")
@@ -28,8 +29,8 @@ class Item:
     split: str
     label: str
     source: str  # "file:row" for messages
-    base: Path  # the manifest's folder: relative paths resolve against it
-    root: Path  # the data root paths must stay inside
+    base: str  # the manifest's folder (path or URI): relative paths resolve against it
+    root: str  # the data root (path or URI) paths must stay inside
     text: str = ""
     text_path: str = ""
     image: str = ""
@@ -46,21 +47,24 @@ class Item:
 class RawInput:
     key: str
     text: str | None = None  # inline text
-    path: str | None = None  # absolute path of a raw file
+    path: str | None = None  # absolute path or URI of a raw file
 
 
-def manifest_files(spec: str | list[str]) -> list[Path]:
+def manifest_files(spec: str | list[str]) -> list[str]:
     names = spec if isinstance(spec, list) else [s for s in str(spec).replace(",", " ").split() if s]
-    files: list[Path] = []
+    files: list[str] = []
     for name in names:
+        if fs.is_uri(name):
+            files.extend(_uri_manifests(name))
+            continue
         p = Path(name)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.suffix in (".csv", ".jsonl") and q.is_file())
             if not found:
                 raise ManifestError(f"manifest folder {p} holds no .csv or .jsonl files")
-            files.extend(found)
+            files.extend(str(f) for f in found)
         elif p.is_file():
-            files.append(p)
+            files.append(str(p))
         else:
             raise ManifestError(f"manifest not found: {p}")
     if not files:
@@ -68,11 +72,30 @@ def manifest_files(spec: str | list[str]) -> list[Path]:
     return files
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def _uri_manifests(uri: str) -> list[str]:
+    if uri.endswith((".csv", ".jsonl")):
+        return [uri]
+    import fsspec
+
+    filesystem, base = fsspec.core.url_to_fs(uri)
+    scheme = uri.split("://", 1)[0]
+    found = sorted(p for p in filesystem.ls(base, detail=False) if p.endswith((".csv", ".jsonl")))
+    if not found:
+        raise ManifestError(f"manifest folder {uri} holds no .csv or .jsonl files")
+    return [f"{scheme}://{p.lstrip('/')}" if scheme != "file" else f"file://{p}" for p in found]
+
+
+def _text(path: str):
+    import io
+
+    return io.TextIOWrapper(fs.open_input(path), encoding="utf-8-sig", newline="")
+
+
+def _rows(path: str) -> list[dict[str, str]]:
     try:
-        if path.suffix == ".jsonl":
+        if path.endswith(".jsonl"):
             rows = []
-            with open(path, encoding="utf-8-sig") as f:
+            with _text(path) as f:
                 for n, line in enumerate(f, start=1):
                     if line.strip():
                         obj = json.loads(line)
@@ -80,7 +103,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
                             raise ManifestError(f"{path}:{n}: each line must be a JSON object")
                         rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
             return rows
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with _text(path) as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames:
                 raise ManifestError(f"{path}: empty manifest (no header row)")
@@ -105,9 +128,9 @@ def load(spec: str | list[str], data_root: str = "") -> list[Item]:
             raise ManifestError(f"{path}: missing required column 'id' (has: {', '.join(sorted(columns))})")
         if rows and not columns & set(MODALITY_COLUMNS):
             raise ManifestError(f"{path}: no modality column; expected at least one of {', '.join(MODALITY_COLUMNS)}")
-        base = path.parent.resolve()
-        root = Path(data_root).resolve() if data_root else base
-        first_row = 1 if path.suffix == ".jsonl" else 2
+        base = _parent(path)
+        root = (data_root.rstrip("/") if fs.is_uri(data_root) else str(Path(data_root).resolve())) if data_root else base
+        first_row = 1 if path.endswith(".jsonl") else 2
         for n, row in enumerate(rows, start=first_row):
             where = f"{path}:{n}"
             item_id = row.get("id", "").strip()
@@ -147,24 +170,33 @@ def load(spec: str | list[str], data_root: str = "") -> list[Item]:
     return items
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def _parent(path: str) -> str:
+    if fs.is_uri(path):
+        return path.rsplit("/", 1)[0]
+    return str(Path(path).resolve().parent)
 
 
-def resolve_path(item: Item, raw: str, allow_outside: bool, max_bytes: int) -> tuple[Path, os.stat_result]:
-    """The absolute path of a raw file named in the manifest, confined to the data root."""
-    given = Path(raw)
-    lexical = Path(os.path.normpath(given if given.is_absolute() else item.base / given))
-    if not allow_outside and not _inside(str(lexical), str(item.root)):
+def resolve_path(item: Item, raw: str, allow_outside: bool, max_bytes: int) -> tuple[str, int, str | int]:
+    """(absolute path or URI, size, version stamp) of a raw file named in the manifest, confined to the
+    data root: lexically, and for local files again after resolving symlinks."""
+    target = fs.join(item.base, raw)
+    if not allow_outside and not fs.inside(target, item.root):
         raise PathEscapesRoot(f"path {raw!r} points outside the data root {item.root}")
-    if not lexical.exists():
-        raise MissingFile(f"file not found: {raw!r} (looked at {lexical})")
-    real = Path(os.path.realpath(lexical))
-    if not allow_outside and not _inside(str(real), os.path.realpath(item.root)):
-        raise PathEscapesRoot(f"{raw!r} is a link to {real}, outside the data root {item.root}")
-    if not real.is_file():
-        raise MissingFile(f"{raw!r} is not a regular file")
-    st = real.stat()
-    if st.st_size > max_bytes:
-        raise InputTooLarge(f"{raw!r} is {st.st_size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB cap (data.max_file_mb)")
-    return real, st
+    if fs.is_uri(target):
+        try:
+            size, stamp = fs.stat(target)
+        except (FileNotFoundError, IsADirectoryError):
+            raise MissingFile(f"file not found: {raw!r} (looked at {target})") from None
+    else:
+        if not os.path.exists(target):
+            raise MissingFile(f"file not found: {raw!r} (looked at {target})")
+        real = os.path.realpath(target)
+        if not allow_outside and not fs.inside(real, os.path.realpath(item.root)):
+            raise PathEscapesRoot(f"{raw!r} is a link to {real}, outside the data root {item.root}")
+        if not os.path.isfile(real):
+            raise MissingFile(f"{raw!r} is not a regular file")
+        st = os.stat(real)
+        target, size, stamp = real, st.st_size, st.st_mtime_ns
+    if size > max_bytes:
+        raise InputTooLarge(f"{raw!r} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB cap (data.max_file_mb)")
+    return target, size, stamp

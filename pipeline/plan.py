@@ -48,8 +48,8 @@ class RawResolver:
         if modality == "text" and item.text:
             return RawInput(key="text:" + digest_bytes(item.text.encode("utf-8")), text=item.text)
         raw = item.text_path if modality == "text" else getattr(item, modality)
-        path, st = resolve_path(item, raw, self.allow_outside, self.max_bytes)
-        return RawInput(key="file:" + self.memo.digest(path, st), path=str(path))
+        path, size, stamp = resolve_path(item, raw, self.allow_outside, self.max_bytes)
+        return RawInput(key="file:" + self.memo.digest(path, size, stamp), path=path)
 
 
 @dataclass

@@ -68,7 +68,7 @@ class Workspace:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.store = Store(self.workdir)
+        self.store = Store(self.workdir, shard_root=config["cache"].root)
         self.memo = RawHashMemo(self.workdir / "cache" / "raw_hashes.sqlite")
         self.raw = RawResolver(self.memo, config)
         self.stages: dict[str, Stage] = {}
@@ -273,7 +273,7 @@ class Workspace:
         so closing it can never deadlock (e.g. if the garbage collector closes it during an import)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        reader = Store(self.workdir, any_thread=True)
+        reader = Store(self.workdir, any_thread=True, shard_root=self.config["cache"].root)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         future = None
         try:

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .errors import CacheCorruptError, StorageError
+from .fs import Folder
 from .keys import digest_bytes
 
 SCHEMA = """
@@ -92,21 +93,11 @@ def _parquet_options(table) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats or False}
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Store:
-    def __init__(self, workdir: str | Path, any_thread: bool = False):
-        self.root = Path(workdir) / "cache"
+    def __init__(self, workdir: str | Path, any_thread: bool = False, shard_root: str = ""):
+        self.root = Path(workdir) / "cache"  # the index always lives here, on a local disk
         self.root.mkdir(parents=True, exist_ok=True)
+        self.shards = Folder(shard_root or str(self.root))  # shards: here, or under a URI (s3://, gs://, ...)
         self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60, check_same_thread=not any_thread)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -149,29 +140,17 @@ class Store:
         checksum = digest_bytes(data)
         name = f"{stage}/{checksum}.parquet"
         try:
-            self._write_shard_file(self.root / stage, checksum, data)
+            self._write_shard_file(stage, checksum, data)
             self._record_shard(stage, name, checksum, keys, len(data))
         except (OSError, sqlite3.OperationalError) as exc:
             raise StorageError(
-                f"cannot write the cache under {self.root} ({type(exc).__name__}: {exc}); nothing of this shard "
+                f"cannot write the cache under {self.shards.root} ({type(exc).__name__}: {exc}); nothing of this shard "
                 "was committed. Free space or fix permissions, then rerun: committed work is kept."
             ) from None
         return name
 
-    def _write_shard_file(self, folder: Path, checksum: str, data: bytes) -> None:
-        """Temp file in the target folder, fsync, rename, fsync the folder."""
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{checksum}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / f"{checksum}.parquet")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+    def _write_shard_file(self, stage: str, checksum: str, data: bytes) -> None:
+        self.shards.write_atomic(f"{stage}/{checksum}.parquet", data, f".{os.getpid()}.tmp")
 
     def _record_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
         """The commit point: one transaction makes the shard's items count as done."""
@@ -207,9 +186,9 @@ class Store:
             self._tables.move_to_end(name)
             return self._tables[name]
         row = self.db.execute("SELECT stage, checksum FROM shards WHERE name = ?", (name,)).fetchone()
-        path = self.root / name
+        path = self.shards.path(name)
         try:
-            data = path.read_bytes()
+            data = self.shards.read(name)
         except FileNotFoundError:
             data = b""
         if row is None or digest_bytes(data) != row[1]:
@@ -258,7 +237,7 @@ class Store:
         with self.db:
             n = self.db.execute("DELETE FROM entries WHERE shard = ?", (name,)).rowcount
             self.db.execute("DELETE FROM shards WHERE name = ?", (name,))
-        (self.root / name).unlink(missing_ok=True)
+        self.shards.delete(name)
         self._tables.pop(name, None)
         return n
 
@@ -267,10 +246,7 @@ class Store:
         are recomputed. Bit flips are caught by the checksum whenever a shard is read."""
         messages = []
         for name, size in self.db.execute("SELECT name, bytes FROM shards").fetchall():
-            try:
-                actual = (self.root / name).stat().st_size
-            except FileNotFoundError:
-                actual = -1
+            actual = self.shards.size(name)
             if actual != size:
                 dropped = self.drop_shard(name)
                 state = "missing" if actual < 0 else f"{actual} bytes instead of {size}"
@@ -281,14 +257,10 @@ class Store:
         """Delete temp files and shard files the index does not know (left by a crash)."""
         known = {n for (n,) in self.db.execute("SELECT name FROM shards")}
         removed = 0
-        for folder in self.root.iterdir():
-            if not folder.is_dir():
-                continue
-            for f in folder.iterdir():
-                rel = f"{folder.name}/{f.name}"
-                if f.name.endswith(".tmp") or (f.suffix == ".parquet" and rel not in known):
-                    f.unlink(missing_ok=True)
-                    removed += 1
+        for name in self.shards.listing():
+            if name.endswith(".tmp") or (name.endswith(".parquet") and name not in known):
+                self.shards.delete(name)
+                removed += 1
         return removed
 
     def gc(self, live: dict[str, set[str]]) -> dict[str, int]:

@@ -9,13 +9,13 @@ to ``duration`` seconds. Empty and all-silent audio are named errors.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import AudioDecodeError, EmptyAudio, InputTooLarge, InvalidSamples, SilentAudio
+from pipeline.fs import read_bytes
 from pipeline.stage import Stage, register
 
 
@@ -46,12 +46,12 @@ class CleanAudioConfig:
         return None
 
 
-def decode(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     """Samples as float32 (frames, channels) and the file's sample rate."""
     import soundfile as sf
 
     try:
-        info = sf.info(path)
+        info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         info = None
     if info is not None:
@@ -62,15 +62,24 @@ def decode(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
                 f"audio is {info.frames / info.samplerate:.0f} s long, over clean_audio.max_input_seconds = {max_seconds:g}"
             )
         try:
-            data, sr = sf.read(path, dtype="float32", always_2d=True)
+            samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
-        return data, sr
-    return _decode_other(path, max_seconds)
+        return samples, sr
+    return _decode_other(data, max_seconds)
 
 
-def _decode_other(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+def _decode_other(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     """Formats libsndfile does not read, through audioread (ffmpeg/gstreamer where installed)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:  # audioread's backends want a file name
+        tmp.write(data)
+        tmp.flush()
+        return _audioread(tmp.name, max_seconds)
+
+
+def _audioread(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
     import audioread
 
     try:
@@ -134,9 +143,10 @@ class CleanAudio(Stage):
     threaded = True
 
     def process_one(self, record: dict) -> dict:
-        if os.path.getsize(record["path"]) == 0:
+        raw = read_bytes(record["path"])
+        if not raw:
             raise EmptyAudio("audio file is empty (0 bytes)")
-        data, sr = decode(record["path"], self.config.max_input_seconds)
+        data, sr = decode(raw, self.config.max_input_seconds)
         audio = clean_audio(data, sr, self.config)
         return {
             "audio": audio,

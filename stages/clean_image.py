@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import DecompressionBomb, ImageDecodeError, InputTooLarge
+from pipeline.fs import read_bytes
 from pipeline.stage import Stage, register
 
 
@@ -97,8 +98,7 @@ class CleanImage(Stage):
     threaded = True
 
     def process_one(self, record: dict) -> dict:
-        with open(record["path"], "rb") as f:
-            data = f.read()
+        data = read_bytes(record["path"])
         if not data:
             raise ImageDecodeError("image file is empty (0 bytes)")
         if len(data) > 1 << 31:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.config import execution_only
 from pipeline.errors import EmptyText, InputTooLarge, MissingFile, TextDecodeError
+from pipeline.fs import open_input
 from pipeline.stage import Stage, register
 
 TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[A-Za-z/!][^<>]*>", re.S | re.I)
@@ -71,7 +72,7 @@ class CleanText(Stage):
         cfg = self.config
         if record.get("path"):
             try:
-                with open(record["path"], "rb") as f:
+                with open_input(record["path"]) as f:
                     data = f.read(cfg.max_bytes + 1)
             except FileNotFoundError:
                 raise MissingFile(f"text file vanished: {record['path']}") from None

@@ -41,13 +41,14 @@ def commit_hook(self, stage, keys, records):
         die()  # outputs computed, nothing written
     return commit(self, stage, keys, records)
 
-def write_hook(self, folder, checksum, data):
-    if POINT == "during" and due(folder.name):
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f".{{checksum}}.{{os.getpid()}}.tmp", "wb") as f:
+def write_hook(self, stage, checksum, data):
+    if POINT == "during" and due(stage):
+        folder = os.path.join(self.shards.root, stage)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f".{{checksum}}.parquet.{{os.getpid()}}.tmp"), "wb") as f:
             f.write(data[: len(data) // 2])
         die()  # half a temp file on disk
-    return write(self, folder, checksum, data)
+    return write(self, stage, checksum, data)
 
 def record_hook(self, stage, name, checksum, keys, size):
     if POINT == "between" and due(stage):
@@ -122,7 +123,7 @@ def test_disk_full_or_permission_denied_is_one_clear_error(tmp_path, monkeypatch
 
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
 
-    def refuse(self, folder, checksum, data):
+    def refuse(self, stage, checksum, data):
         raise error
 
     monkeypatch.setattr(Store, "_write_shard_file", refuse)

@@ -59,11 +59,11 @@ def test_paths_confined_to_data_root(tmp_path):
     os.symlink(tmp_path / "secret.wav", root / "link.wav")
     write_manifest(root / "m.csv", [{"id": "a", "audio": "ok.wav"}])
     item = load(str(root / "m.csv"))[0]
-    assert resolve_path(item, "ok.wav", False, 10**6)[0] == root / "ok.wav"
+    assert resolve_path(item, "ok.wav", False, 10**6)[0] == str(root / "ok.wav")
     for bad in ["../secret.wav", str(tmp_path / "secret.wav"), "link.wav"]:
         with pytest.raises(PathEscapesRoot):
             resolve_path(item, bad, False, 10**6)
-    assert resolve_path(item, "../secret.wav", True, 10**6)[0] == tmp_path / "secret.wav"
+    assert resolve_path(item, "../secret.wav", True, 10**6)[0] == str(tmp_path / "secret.wav")
     with pytest.raises(MissingFile):
         resolve_path(item, "gone.wav", False, 10**6)
 
