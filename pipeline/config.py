@@ -140,6 +140,13 @@ def _coerce(section: str, name: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"config {where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
+def _merged(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class Config:
     """All sections, validated. ``config[name]`` is a section's dataclass instance."""
 
@@ -167,12 +174,15 @@ class Config:
             if "=" not in item or "." not in item.split("=", 1)[0]:
                 raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. mfcc.n_mfcc=20")
             dotted, text = item.split("=", 1)
-            section, key = dotted.strip().split(".", 1)
+            section, *path = dotted.strip().split(".")
             try:
                 value = tomllib.loads(f"v = {text}")["v"]
             except tomllib.TOMLDecodeError:
                 value = text
-            raw.setdefault(section, {})[key] = value
+            target = raw.setdefault(section, {})
+            for part in path[:-1]:  # ray.stages.bert.actors=2: into a table-valued setting
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
         return cls.from_dict(raw)
 
     @classmethod
@@ -192,6 +202,8 @@ class Config:
             for key, value in given.items():
                 if key not in fields:
                     raise ConfigError(f"unknown config key {name}.{key}" + _hint(key, list(fields)))
+                if isinstance(value, dict) and typing.get_origin(hints[key]) is None and hints[key] is dict:
+                    value = _merged(getattr(section_type(), key), value)  # a partial table keeps the defaults
                 values[key] = _coerce(name, key, value, hints[key])
             obj = section_type(**values)
             check = getattr(obj, "validate", None)

@@ -89,16 +89,6 @@ class InvalidSamples(ItemError):
     pass
 
 
-class UpstreamFailed(ItemError):
-    """Not recorded as a failure of its own: the item's input failed in an earlier stage."""
-
-
-class TransientError(ItemError):
-    """An unexpected exception inside a stage; retried on the next run."""
-
-    permanent = False
-
-
 def describe(exc: BaseException) -> tuple[str, str, bool]:
     """(error type, message, permanent) for any exception raised while processing one item."""
     if isinstance(exc, ItemError):

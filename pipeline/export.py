@@ -19,9 +19,14 @@ def export(ws, stage: str, items: list[Item], out: Path) -> tuple[int, int]:
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    plan = [p for p in ws.plan([stage], items, dry=True)][-1]
+    if STAGES[stage].dataset_level:  # fused rows: keyed with the statistics of the latest fit
+        from stages.fuse import live_pairs
+
+        keys = dict(live_pairs(ws, items))
+    else:
+        keys = [p for p in ws.plan([stage], items, dry=True)][-1].keys
     committed = ws.store.committed(stage)
-    pairs = [(i, k) for i, k in plan.keys.items() if k in committed]
+    pairs = [(i, k) for i, k in keys.items() if k in committed]
     missing = len(items) - len(pairs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

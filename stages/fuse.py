@@ -153,13 +153,18 @@ def plan_fuse(ws, items, keys: dict[str, dict[str, str]], stats: Stats):
     return kept, todo, missing, dropped
 
 
-def live_keys(ws, items) -> set[str]:
-    """Fused keys the current manifest + config + latest statistics reference (for gc)."""
+def live_pairs(ws, items) -> list[tuple[str, str]]:
+    """(item id, fused key) for the current manifest + config + latest statistics."""
     latest = ws.workdir / "fuse" / "latest"
     if not latest.is_file():
-        return set()
+        return []
     kept, _, _, _ = plan_fuse(ws, items, feature_keys(ws, items), Stats.load(ws.workdir / "fuse" / latest.read_text()))
-    return {k for _, k in kept}
+    return [(item.id, k) for item, k in kept]
+
+
+def live_keys(ws, items) -> set[str]:
+    """Fused keys still referenced (for gc)."""
+    return {k for _, k in live_pairs(ws, items)}
 
 
 def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[Any, str]], Stats]:

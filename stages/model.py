@@ -54,6 +54,10 @@ class MaskedAttentionPool(layers.Layer):
         super().__init__(**kw)
         self.score = layers.Dense(1, name="score")
 
+    def build(self, stacked_shape, masks_shape=None):
+        self.score.build(stacked_shape)
+        super().build(stacked_shape)
+
     def get_config(self) -> dict[str, Any]:
         return super().get_config()
 

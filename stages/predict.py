@@ -50,8 +50,8 @@ def predict(ws, items, model_dir: Path, report) -> list[dict]:
         arrays = load_fused(ws, kept)
         modalities = [m for m in MODALITIES if m in arrays]
         probs = predict_proba(model, arrays, modalities)
-        for (item, _), p in zip(kept, probs):
-            absent = [m for m in modalities if arrays[f"{m}_mask"][len(rows)] == 0]
+        for row, ((item, _), p) in enumerate(zip(kept, probs)):
+            absent = [m for m in modalities if arrays[f"{m}_mask"][row] == 0]
             rows[item.id] = {"id": item.id, "predicted": labels[int(np.argmax(p))],
                              **{f"p_{label}": round(float(v), 6) for label, v in zip(labels, p)},
                              "missing_modalities": ",".join(absent), "error": "", "message": ""}

@@ -101,3 +101,11 @@ def test_bundled_config_lists_every_setting_with_its_default():
     written["cnn"]["weights"] = "imagenet"
     assert written == defaults, "pipeline.toml drifted from the defaults in code"
     assert all(dataclasses.is_dataclass(v) for v in Config.from_dict({}).sections.values())
+
+
+def test_nested_overrides_keep_the_other_defaults():
+    cfg = Config.load(None, ["ray.stages.bert.actors=2", "ray.stages.cnn.num_gpus=1"])
+    assert cfg["ray"].stages["bert"] == {"actors": 2, "num_cpus": 1, "num_gpus": 0}
+    assert cfg["ray"].stages["cnn"]["num_gpus"] == 1 and cfg["ray"].stages["cnn"]["actors"] == 1
+    with pytest.raises(ConfigError, match="unknown keys"):
+        Config.load(None, ["ray.stages.bert.actor=2"])
