@@ -108,6 +108,9 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
 
 
 def predict_proba(model, arrays: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray:
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # a smaller last batch retraces once; that is expected, not news
     rows = np.arange(len(next(iter(arrays.values()))))
     return np.asarray(model.predict(_inputs(arrays, rows, modalities), batch_size=256, verbose=0))
 
