@@ -111,8 +111,11 @@ class RayExecutor:
             address = self.cfg.address or os.environ.get("RAY_ADDRESS") or None
             ray.init(address=address, num_cpus=None if address else (self.cfg.num_cpus or None),
                      include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+        import logging
+
         from ray.data import DataContext
 
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset "execution finished" lines
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False

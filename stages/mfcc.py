@@ -44,14 +44,10 @@ def mfcc_vectors(audio: np.ndarray, sr: int, cfg: MfccConfig) -> np.ndarray:
     """
     import librosa
     import scipy.fft
-    from threadpoolctl import threadpool_limits
 
     spectrum = np.abs(librosa.stft(audio, n_fft=cfg.n_fft, hop_length=cfg.hop_length)) ** 2  # FFT: per row
     basis = librosa.filters.mel(sr=sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin)
-    # One fixed-shape single-threaded product per clip: the same bits whatever the batch, the machine's
-    # core count or the engine (Ray workers run BLAS on one thread).
-    with threadpool_limits(limits=1, user_api="blas"):
-        mel = [basis @ clip for clip in spectrum]
+    mel = [basis @ clip for clip in spectrum]  # one fixed-shape product per clip: batch-independent bits
     db = np.stack([librosa.power_to_db(clip) for clip in mel])
     m = scipy.fft.dct(db, axis=-2, type=2, norm="ortho")[..., : cfg.n_mfcc, :]
     if cfg.deltas:
@@ -75,15 +71,20 @@ class Mfcc(Stage):
         mfcc_vectors(np.zeros((1, 4096), np.float32), 16000, self.config)
 
     def process(self, batch: list[dict]) -> list[dict]:
+        from threadpoolctl import threadpool_limits
+
         out: list = [None] * len(batch)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rec in enumerate(batch):
             groups.setdefault((int(rec["sample_rate"]), rec["audio"].shape[-1]), []).append(i)
         for (sr, _), idx in groups.items():
             audio = np.stack([batch[i]["audio"] for i in idx])
-            # numpy's FFT is single-threaded: one batched call per core, on threads (it releases the GIL)
+            # numpy's FFT is single-threaded: one batched call per core, on threads (it releases the GIL).
+            # BLAS runs single-threaded meanwhile (set here, once, not per thread: the setting is
+            # process-wide), so the bits never depend on thread count or engine (Ray workers use one).
             parts = np.array_split(audio, min(len(idx), os.cpu_count() or 1))
-            vectors = np.concatenate(list(self._pool().map(lambda a: mfcc_vectors(a, sr, self.config), parts)))
+            with threadpool_limits(limits=1, user_api="blas"):
+                vectors = np.concatenate(list(self._pool().map(lambda a: mfcc_vectors(a, sr, self.config), parts)))
             for i, v in zip(idx, vectors):
                 out[i] = {"mfcc": v}
         return out
