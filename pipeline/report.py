@@ -44,6 +44,10 @@ class Report:
             entry["cached"] = True
         self.data["failures"].append(entry)
 
+    def restart(self) -> None:
+        """Forget counts and failures of an attempt that is being replanned (warnings stay)."""
+        self.data["stages"], self.data["failures"], self.data["stage_errors"] = {}, [], []
+
     def stage_error(self, stage: str, message: str, downstream: list[str]) -> None:
         """A stage that could not start (e.g. its model failed to load): its items stay to compute."""
         self.data["stage_errors"].append({"stage": stage, "message": message, "downstream_skipped": downstream})

@@ -140,15 +140,16 @@ class Workspace:
         for attempt in range(MAX_REPLANS):
             try:
                 for plan in self.plan(targets, items, dry=False):
-                    self._run_stage(plan, items, report)
+                    self._run_stage(plan, report)
                 return report
             except CacheCorruptError as exc:
                 report.warn(str(exc))
                 if attempt == MAX_REPLANS - 1:
                     raise
+                report.restart()  # replan from the index: counts start again, committed work stays
         return report
 
-    def _run_stage(self, plan: StagePlan, items: list[Item], report: Report) -> None:
+    def _run_stage(self, plan: StagePlan, report: Report) -> None:
         stage = plan.stage
         started = time.monotonic()
         stats = report.stage(stage.name)

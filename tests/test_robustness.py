@@ -123,6 +123,7 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path):
     report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=9")  # mfcc must read clean_audio
     assert any("fails its checksum" in w for w in report["warnings"])
     assert counts(report, "computed")["clean_audio"] == 4 and counts(report, "computed")["mfcc"] == 4
+    assert counts(report, "cached")["clean_text"] == 4  # the replanned attempt's counts, not both attempts'
     assert report["failures"] == []
 
 
