@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from stages.predict import model_config, predict, write_rows
+    from serving.predict import model_config, predict, write_rows
 
     from .manifest import load
     from .report import Report

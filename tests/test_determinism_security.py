@@ -70,7 +70,7 @@ def test_statistics_with_pickled_objects_are_refused(tmp_path):
 def test_models_with_code_are_refused(tmp_path):
     import keras
 
-    from stages.predict import load_trained
+    from serving.predict import load_trained
 
     x = keras.Input((3,), name="text")
     model = keras.Model(x, keras.layers.Lambda(lambda t: t * 2)(x))

@@ -15,13 +15,13 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 
-from .fuse import MODALITIES, Stats, load_fused, run_fuse
+from stages.fuse import MODALITIES, Stats, load_fused, run_fuse
 
 
 def load_trained(model_dir: Path):
     import keras
 
-    from . import model as _layers  # noqa: F401  (registers the custom layers)
+    from stages import model as _layers  # noqa: F401  (registers the custom layers)
 
     if not (model_dir / "model.keras").is_file():
         raise ConfigError(f"predict: {model_dir} holds no model.keras (train one with 'mmp train')")
@@ -37,7 +37,7 @@ def model_config(model_dir: Path) -> Config:
 def predict(ws, items, model_dir: Path, report) -> list[dict]:
     from stages import FEATURES
 
-    from .train import predict_proba
+    from stages.train import predict_proba
 
     model, labels, stats = load_trained(model_dir)
     ws.run(FEATURES, items, report)
