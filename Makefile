@@ -14,7 +14,7 @@ RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set
 MODEL    ?= $(WORKDIR)/models/latest
 OUT      ?= predictions.csv
 
-.PHONY: venv demo-data features stage train predict status gc test test-heavy bench bench-ray clean
+.PHONY: venv demo-data features stage train predict status gc search index test test-heavy bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ status: venv demo-data
 
 gc: venv
 	$(PY) -m pipeline gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+
+search: venv demo-data
+	$(PY) -m pipeline search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+
+index: venv demo-data
+	$(PY) -m pipeline index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q

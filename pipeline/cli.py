@@ -1,4 +1,5 @@
-"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | demo-data``.
+"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | search | index |
+demo-data``.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
     _common(p)
+    from serving.search_cli import add_parsers  # search / index: their options live with the search code
+
+    add_parsers(sub, _common)
     p = sub.add_parser("demo-data", help="generate the bundled demo's raw files (deterministic)")
     p.add_argument("--out", default="manifests", help="folder for demo.csv and demo_data/ (default: manifests)")
     p.add_argument("--items", type=int, default=600)
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, before it is imported
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -35,6 +35,11 @@ class CacheCorruptError(PipelineError):
     """A committed shard failed its checksum; its entries were dropped and will be recomputed."""
 
 
+class SearchError(PipelineError):
+    """A search that cannot be answered: a modality with no indexed items, a query with no usable
+    modality, an unknown item id."""
+
+
 class ItemError(Exception):
     """One item failed in one stage. The run goes on."""
 
