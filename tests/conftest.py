@@ -2,9 +2,19 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_bert_for_cli_tests():
+    """dummies.SMALL points bert.model at this tiny BERT (the packaged MiniLM is loaded by one test only)."""
+    from tiny_models import shared_tiny_bert
+
+    shared_tiny_bert()

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, write_audio, write_manifest
+from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, small_args, write_audio, write_manifest
 
 
 def test_first_run_then_noop(tmp_path):
@@ -58,9 +58,7 @@ def test_status_explains_why(tmp_path, capsys):
     write_audio(data / "aud" / "1.wav", seed=77)
     m2 = write_manifest(data / "m2.csv", make_items(data, 4, 2))
     capsys.readouterr()
-    main(["status", "-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), "--set", "clean_image.size=32",
-          "--set", "clean_audio.duration=0.5", "--set", "clean_audio.sample_rate=8000", "--set", "mfcc.n_mfcc=7",
-          "--set", "mfcc.n_fft=256", "--set", "mfcc.hop_length=128", "--set", "mfcc.n_mels=32"])
+    main(["status", "-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), *small_args("--set", "mfcc.n_mfcc=7")])
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "fresh      4" in lines["clean_image"] and "2 new item" in lines["clean_image"]
