@@ -99,19 +99,28 @@ def main(argv: list[str] | None = None) -> int:
         return 5
 
 
-def cmd_run(args, targets: list[str] | None = None) -> int:
-    from stages import FEATURES, STAGES
+def _check_stages(names: list[str]) -> None:
+    """Unknown stage names are a ConfigError (exit 2) with a "did you mean" hint."""
+    import difflib
+
+    from stages import STAGES
 
     from .errors import ConfigError
+
+    for name in names:
+        if name not in STAGES:
+            close = difflib.get_close_matches(name, list(STAGES), n=1)
+            raise ConfigError(f"unknown stage {name!r}" + (f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(STAGES)}"))
+
+
+def cmd_run(args, targets: list[str] | None = None) -> int:
+    from stages import FEATURES
+
     from .report import Report
     from .runner import Workspace
 
     if targets is None:
-        if args.stage not in STAGES:
-            import difflib
-
-            close = difflib.get_close_matches(args.stage, list(STAGES), n=1)
-            raise ConfigError(f"unknown stage {args.stage!r}" + (f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(STAGES)}"))
+        _check_stages([args.stage])
         targets = [args.stage]
     if args.retry_failed:
         args.overrides.append("run.retry_permanent_failures=true")
@@ -201,6 +210,7 @@ def cmd_status(args) -> int:
     from .runner import Workspace
     from .status import stage_status
 
+    _check_stages(args.stage or [])
     config, items = _load(args)
     ws = Workspace(args.workdir, config)
     try:
