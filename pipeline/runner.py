@@ -78,6 +78,7 @@ class Workspace:
         if name not in self.stages:
             stage = STAGES[name](self.config[name])
             stage.digest_file = self.memo.digest_path
+            stage.model_dir = self.workdir / "models"
             self.stages[name] = stage
         return self.stages[name]
 

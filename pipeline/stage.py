@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .config import key_fields
@@ -39,6 +40,9 @@ class Stage:
     threaded: ClassVar[bool] = False
     # Needs the whole dataset (e.g. statistics over the train split): run by its own module, not planned per item.
     dataset_level: ClassVar[bool] = False
+    # A folder under the work directory for files a stage derives once (e.g. converted model weights); set by
+    # the workspace. None where no work directory is known (e.g. a Ray actor): the stage must not need it.
+    model_dir: Path | None = None
 
     def __init__(self, config: Any):
         self.config = config
