@@ -15,7 +15,9 @@ BN ``num_batches_tracked`` counters may be present and are not part of the featu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +73,7 @@ def build_lite0(seed: int | None = None):
     return keras.Model(inputs, outputs, name="efficientnet_lite0")
 
 
-def _torch_layout(layer) -> dict[str, tuple[np.ndarray, callable]]:
+def _torch_layout(layer) -> dict[str, tuple[Any, Callable[[np.ndarray], np.ndarray]]]:
     """PyTorch tensor name -> (the Keras variable it fills, PyTorch array -> Keras array)."""
     kind = type(layer).__name__
     if kind == "Conv2D":
