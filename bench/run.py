@@ -88,7 +88,6 @@ def bench_bert() -> None:
 
 def bench_cnn(tmp: Path) -> None:
     import tensorflow as tf
-    from keras.applications.mobilenet_v2 import preprocess_input
 
     from pipeline.demo import _image
     from stages.clean_image import CleanImage, CleanImageConfig
@@ -100,7 +99,7 @@ def bench_cnn(tmp: Path) -> None:
     folder.mkdir()
     paths = [str(folder / _image(rng, "light" if i % 2 else "dark", folder / f"i{i}")) for i in range(n)]
     cleaner = CleanImage(CleanImageConfig())
-    cnn = Cnn(CnnConfig(weights="none", batch_size=32))
+    cnn = Cnn(CnnConfig(batch_size=32))  # the default: ImageNet EfficientNet-Lite0
     cnn.ensure_ready()
     cleaned = [r["image"] for r in cleaner.process([{"path": p} for p in paths[:32]])]
     cnn.process([{"image": im} for im in cleaned])  # warm up: trace once
@@ -110,7 +109,7 @@ def bench_cnn(tmp: Path) -> None:
             images = cleaner.process([{"path": p} for p in paths[i : i + 32]])
             cnn.process(images)
 
-    ready = tf.constant(preprocess_input(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
+    ready = tf.constant(cnn.preprocess(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
     fn = cnn.fns[224]
 
     def raw():
@@ -158,8 +157,7 @@ def peak_rss(n: int, tmp: Path) -> float:
     subprocess.run([sys.executable, "-m", "pipeline", "demo-data", "--out", str(data), "--items", str(n)],
                    check=True, cwd=ROOT, capture_output=True)
     code = ("import resource, sys; from pipeline.cli import main; "
-            f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}, "
-            "'--set', 'cnn.weights=\"none\"']); "
+            f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024

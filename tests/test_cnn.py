@@ -19,7 +19,7 @@ def test_stage_equals_direct_keras_call(tmp_path, suffix):
     # A whole saved model may be any backbone; a weights file must match the configured architecture
     # (MobileNetV2, alpha 1.0), which the stage builds before loading the weights into it.
     model = tiny_cnn(path, alpha=0.35 if suffix == ".keras" else 1.0)
-    stage = Cnn(CnnConfig(weights=str(path), batch_size=4))
+    stage = Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path), batch_size=4))
     stage.ensure_ready()
     x = images(6)  # 6 = one full batch of 4 + a padded batch
     got = np.stack([o["cnn"] for o in stage.process([{"image": im} for im in x])])
@@ -48,10 +48,10 @@ def test_random_weights_are_seeded_and_labelled():
 def test_weights_identity_and_errors(tmp_path):
     path = tmp_path / "w.weights.h5"
     path.write_bytes(b"one")
-    k1 = Cnn(CnnConfig(weights=str(path))).digest()
+    k1 = Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path))).digest()
     path.write_bytes(b"two")
-    assert Cnn(CnnConfig(weights=str(path))).digest() != k1
-    assert Cnn(CnnConfig(weights="imagenet")).identity() == {"weights": "imagenet:MobileNetV2"}
+    assert Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path))).digest() != k1
+    assert Cnn(CnnConfig(backbone="MobileNetV2", weights="imagenet")).identity() == {"weights": "imagenet:MobileNetV2"}
     with pytest.raises(ConfigError, match="not found"):
         Cnn(CnnConfig(weights=str(tmp_path / "nope.keras"))).identity()
 
