@@ -177,6 +177,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import stages  # noqa: F401
 
+    from bench import search
+
     print("make bench (ratios against baselines measured in this run; higher is better)", flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -184,9 +186,11 @@ def main() -> int:
         bench_cnn(tmp)
         bench_mfcc(tmp)
         bench_memory(tmp)
+        search_figures = search.run(tmp / "search", record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
+                                                "search": search_figures}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

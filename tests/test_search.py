@@ -258,7 +258,8 @@ for round in range(6):
 
 
 def test_concurrent_updates_take_turns_and_leave_a_consistent_index(tmp_path):
-    from serving.index import IndexFolder, normalized
+    from serving.index import IndexFolder
+    from serving.space import normalized
 
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(n), str(tmp_path)]) for n in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -273,3 +274,29 @@ def test_concurrent_updates_take_turns_and_leave_a_consistent_index(tmp_path):
     for key in keys:
         np.testing.assert_allclose(space.vector(key), normalized(read([key]))[0], atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_many_small_updates_compact_and_a_re_added_key_is_held_once(tmp_path):
+    from serving.index import MAX_SEGMENTS, IndexFolder
+    from serving.space import normalized
+
+    def read(ks):
+        return np.stack([np.random.default_rng(int(k[:8], 16)).standard_normal(4) for k in ks])
+
+    keys = [xxhash.xxh3_128_hexdigest(str(i).encode()) for i in range(40)]
+    wanted = set(keys[:20])
+    for n, round_keys in enumerate([wanted] + [wanted | set(keys[20 : 21 + i]) for i in range(MAX_SEGMENTS + 2)]):
+        with IndexFolder(tmp_path) as folder:
+            space, stats = folder.sync("audio", "d", round_keys, read)
+        assert stats["added"] == (20 if n == 0 else 1) and stats["removed"] == 0
+        assert len(list(tmp_path.glob("*.faiss"))) <= MAX_SEGMENTS
+    final = wanted | set(keys[20:31])
+    for step in (final - {keys[0]}, final):  # remove a key, then add it back: its old vector is still on disk
+        with IndexFolder(tmp_path) as folder:
+            space, stats = folder.sync("audio", "d", step, read)
+    with IndexFolder(tmp_path) as folder:
+        space, stats = folder.sync("audio", "d", final, read)
+    assert stats == {"added": 0, "removed": 0, "rebuilt": False} and space.size == len(final)
+    ids, scores = space.scores(normalized(read([keys[0]]))[0])
+    assert sorted(ids.tolist()) == sorted(space.ids.values())  # every key exactly once
+    np.testing.assert_allclose(space.vector(keys[0]), normalized(read([keys[0]]))[0], atol=1e-6)
