@@ -47,6 +47,14 @@ def add_parsers(sub, common) -> None:
     p.set_defaults(handler=cmd_index)
 
 
+def _load(args):
+    """(config, manifest items); the stages (and so their config sections) are registered first."""
+    import stages  # noqa: F401
+    from pipeline.cli import _load as load_config_and_items
+
+    return load_config_and_items(args)
+
+
 def _open(args, config, items, quiet: bool):
     from pipeline.runner import Workspace
 
@@ -70,8 +78,6 @@ def _update_line(searcher) -> str:
 
 
 def cmd_index(args) -> int:
-    from pipeline.cli import _load
-
     from .index import IndexFolder
 
     config, items = _load(args)
@@ -108,8 +114,6 @@ def _queries(args, config):
 
 
 def cmd_search(args) -> int:
-    from pipeline.cli import _load
-
     from .search import problem
 
     config, items = _load(args)
