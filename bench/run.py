@@ -173,13 +173,32 @@ def bench_memory(tmp: Path) -> None:
            f"{small:.0f} MB at N={n} vs {large:.0f} MB at 10N (ratio 10N/N = {large / small:.2f}, goal <= 1.2)")
 
 
+def machine() -> dict:
+    """Which machine the figures come from: CPU model, cores, when."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node()}
+
+
+def machine_line(where: dict) -> str:
+    return f"machine: {where['cpu']}, {where['cpu_count']} cores (host {where['host']}, {where['date']})"
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     import stages  # noqa: F401
 
     from bench import search
 
+    where = machine()
     print("make bench (ratios against baselines measured in this run; higher is better)", flush=True)
+    print(machine_line(where), flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bench_bert()
@@ -189,8 +208,8 @@ def main() -> int:
         search_figures = search.run(tmp / "search", record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
-                                                "search": search_figures}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures},
+                                               indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

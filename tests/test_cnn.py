@@ -36,7 +36,12 @@ def test_random_weights_are_seeded_and_labelled():
     first = a.features(x)
     b = Cnn(CnnConfig(weights="none", seed=5, batch_size=2))
     b.ensure_ready()
-    np.testing.assert_array_equal(first, b.features(x))
+    np.testing.assert_array_equal(first, b.features(x))  # same seed: the same features, bit for bit
+    c = Cnn(CnnConfig(weights="none", seed=6, batch_size=2))
+    c.ensure_ready()
+    other = c.features(x)
+    assert other.shape == first.shape and np.abs(other - first).max() > 1e-3 * np.abs(first).max()  # another seed: others
+    assert a.digest() == b.digest() != c.digest()  # and other cache keys
     assert "random:5" in a.describe_run()["weights"] and "no pretrained" in a.describe_run()["weights"]
 
 
