@@ -35,7 +35,7 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--modality", choices=["all", "text", "image", "audio"], default="all",
                    help="space to search (default all: an item's score is the mean cosine over the modalities "
                    "present in both the query and the item)")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10; items with content identical "
+    p.add_argument("-k", type=int, default=10, metavar="N", help="results per query (default 10; items with content identical "
                    "to the k-th come with it; a k beyond the index returns every item)")
     p.add_argument("--json", action="store_true", help='one line per query: {"query": ID, "results": [{"id", '
                    '"score", "label", "split", "modalities"}]} ("query" is "query" for a single query)')
