@@ -66,7 +66,15 @@ class IndexFolder:
         self.db: sqlite3.Connection | None = None
 
     def __enter__(self) -> "IndexFolder":
-        self.lock.acquire()
+        from filelock import Timeout
+
+        from pipeline.errors import LockBusyError
+
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise LockBusyError(f"the search index {self.folder} is being updated by another process; waited "
+                                f"{self.lock.timeout:g} s. Try again when it has finished.") from None
         self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=60)
         self.db.executescript(SCHEMA)
         return self

@@ -147,7 +147,8 @@ class Searcher:
         return self._items.get(item_id)
 
     def cleaned_text(self, item_id: str) -> str | None:
-        """The item's cleaned text from the clean_text cache (None if it has none or it is not computed)."""
+        """The item's cleaned text from the clean_text cache (None if it has none or it is not computed).
+        Reads through ``ws.store``, whose SQLite connection belongs to the thread that opened ``ws``."""
         if item_id not in self._items:
             return None
         if self._clean_keys is None:

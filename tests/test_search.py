@@ -306,3 +306,13 @@ def test_many_small_updates_compact_and_a_re_added_key_is_held_once(tmp_path):
     ids, scores = space.scores(normalized(read([keys[0]]))[0])
     assert sorted(ids.tolist()) == sorted(space.ids.values())  # every key exactly once
     np.testing.assert_allclose(space.vector(keys[0]), normalized(read([keys[0]]))[0], atol=1e-6)
+
+
+def test_a_busy_index_is_a_clear_error_after_the_timeout(tmp_path):
+    from pipeline.errors import LockBusyError
+    from serving.index import IndexFolder
+
+    with IndexFolder(tmp_path):
+        with pytest.raises(LockBusyError, match="being updated by another process"):
+            with IndexFolder(tmp_path, lock_timeout=0.2):
+                pass
