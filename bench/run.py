@@ -192,6 +192,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import stages  # noqa: F401
 
+    from bench import search
+
     where = machine()
     print("make bench (ratios against baselines measured in this run; higher is better)", flush=True)
     print(machine_line(where), flush=True)
@@ -201,9 +203,11 @@ def main() -> int:
         bench_cnn(tmp)
         bench_mfcc(tmp)
         bench_memory(tmp)
+        search_figures = search.run(tmp / "search", record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures},
+                                               indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 
