@@ -1,4 +1,4 @@
-"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | demo-data``.
+"""Command line: ``mmp features | run STAGE | train | predict | serve | status | export STAGE --out F | gc | verify | demo-data``.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p), _run_opts(p)
     p.add_argument("--model", default=None, help="model folder (default: WORKDIR/models/latest)")
     p.add_argument("--out", "-o", default="predictions.csv", help="output .csv or .parquet (default: predictions.csv)")
+    p = sub.add_parser("serve", help="HTTP service + web page: predicted label and similar past tickets for a new ticket")
+    _common(p)
+    p.add_argument("--model", default=None, help="model folder (default: WORKDIR/models/latest)")
+    p.add_argument("--host", default=None, help="address to bind (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000)")
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $MMP_TOKEN; none)")
     p = sub.add_parser("status", help="per stage: fresh / to compute / failed, and why")
     _common(p)
     p.add_argument("--stage", action="append", help="limit to these stages (and their inputs)")
@@ -70,11 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_path(args) -> str | None:
+    return args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+
+
 def _load(args):
     from .config import Config
     from .manifest import load
 
-    config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    config_path = _config_path(args)
     overrides = list(args.overrides) + ([f'run.engine="{args.engine}"'] if getattr(args, "engine", None) else [])
     config = Config.load(config_path, overrides)
     items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
@@ -195,6 +205,17 @@ def cmd_predict(args) -> int:
     return 1 if args.strict and errors else 0
 
 
+def cmd_serve(args) -> int:
+    from serving.app import run_server
+
+    from .config import Config
+
+    model_dir = Path(args.model) if args.model else Path(args.workdir) / "models" / "latest"
+    serve = Config.load(_config_path(args), args.overrides)["serve"]  # features follow the model's config.json
+    return run_server(model_dir, args.manifest or [DEFAULT_MANIFEST], Path(args.workdir), serve, host=args.host,
+                      port=args.port, token=args.token, quiet=args.quiet)
+
+
 def cmd_status(args) -> int:
     from stages import FEATURES
 
@@ -282,6 +303,7 @@ COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
     "predict": cmd_predict,
+    "serve": cmd_serve,
     "status": cmd_status,
     "export": cmd_export,
     "gc": cmd_gc,

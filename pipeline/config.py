@@ -98,6 +98,8 @@ def register_section(name: str, section_type: type) -> None:
 def _section_types() -> dict[str, type]:
     from stages import STAGES  # the registry; stage modules import nothing heavy at top level
 
+    import serving.settings  # noqa: F401  (registers [serve]; plain dataclasses, nothing heavy)
+
     return {**GLOBAL_SECTIONS, **{name: cls.Config for name, cls in STAGES.items()}}
 
 

@@ -167,6 +167,22 @@ def live_keys(ws, items) -> set[str]:
     return {k for _, k in live_pairs(ws, items)}
 
 
+def fused_record(vectors: dict[str, np.ndarray], stats: Stats) -> dict[str, Any]:
+    """One item's fused row from its feature vectors (modality -> vector, absent ones left out): each
+    modality the statistics know standardized, an absent one zeros; plus a 0/1 mask per modality.
+    The batch run and the server both build rows with this."""
+    record: dict[str, Any] = {}
+    for m in MODALITIES:
+        if m not in stats.mean:
+            continue
+        if m in vectors:
+            record[m] = ((vectors[m] - stats.mean[m]) / stats.std[m]).astype(np.float32)
+            record[f"{m}_mask"] = 1.0
+        else:
+            record[m], record[f"{m}_mask"] = np.zeros(stats.mean[m].shape[0], np.float32), 0.0
+    return record
+
+
 def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[Any, str]], Stats]:
     """Fuse every item; returns [(item, fused key)] for the items kept, and the statistics used."""
     from pipeline.runner import ShardBuffer
@@ -200,17 +216,8 @@ def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[
             wanted = [todo[k][1][i] for k in chunk if todo[k][1][i] is not None]
             vectors[m] = _vectors(ws, stage_name, wanted) if wanted else {}
         for k in chunk:
-            record = {}
-            for i, m in enumerate(MODALITIES):
-                if m not in dims:
-                    continue
-                fkey = todo[k][1][i]
-                if fkey is None:
-                    record[m], record[f"{m}_mask"] = np.zeros(dims[m], np.float32), 0.0
-                else:
-                    record[m] = ((vectors[m][fkey] - stats.mean[m]) / stats.std[m]).astype(np.float32)
-                    record[f"{m}_mask"] = 1.0
-            buffer.add(k, record)
+            present = {m: vectors[m][fkey] for m, fkey in zip(MODALITIES, todo[k][1]) if fkey is not None}
+            buffer.add(k, fused_record(present, stats))
         stats_row["computed"] += len(chunk)
         buffer.maybe_flush()
     buffer.flush()
