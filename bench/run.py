@@ -184,9 +184,13 @@ def main() -> int:
         bench_cnn(tmp)
         bench_mfcc(tmp)
         bench_memory(tmp)
+        from bench.serve import bench_serve
+
+        serve = bench_serve(tmp, record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
+                                                "serve": serve}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 
