@@ -16,7 +16,7 @@ OUT      ?= predictions.csv
 HOST     ?=
 PORT     ?=
 
-.PHONY: venv demo-data features stage train predict serve status gc test test-heavy test-browser test-load bench bench-ray clean
+.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-browser test-load bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ status: venv demo-data
 
 gc: venv
 	$(PY) -m pipeline gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+
+search: venv demo-data
+	$(PY) -m pipeline search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+
+index: venv demo-data
+	$(PY) -m pipeline index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q

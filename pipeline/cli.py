@@ -1,4 +1,5 @@
-"""Command line: ``mmp features | run STAGE | train | predict | serve | status | export STAGE --out F | gc | verify | demo-data``.
+"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | search | index |
+serve | demo-data``.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
+from .executors import ENGINES
 
 DEFAULT_MANIFEST = "manifests/demo.csv"
 DEFAULT_CONFIG = "pipeline.toml"
@@ -27,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set mfcc.n_mfcc=20 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
-    p.add_argument("--engine", choices=["local", "ray"], default=None, help="run stages locally or on Ray Data (default: run.engine)")
+    p.add_argument("--engine", choices=list(ENGINES), default=None, help="run stages locally or on Ray Data (default: run.engine)")
 
 
 def _run_opts(p: argparse.ArgumentParser) -> None:
@@ -50,12 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p), _run_opts(p)
     p.add_argument("--model", default=None, help="model folder (default: WORKDIR/models/latest)")
     p.add_argument("--out", "-o", default="predictions.csv", help="output .csv or .parquet (default: predictions.csv)")
-    p = sub.add_parser("serve", help="HTTP service + web page: predicted label and similar past tickets for a new ticket")
-    _common(p)
-    p.add_argument("--model", default=None, help="model folder (default: WORKDIR/models/latest)")
-    p.add_argument("--host", default=None, help="address to bind (default: serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: serve.port, 8000)")
-    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: $MMP_TOKEN; none)")
     p = sub.add_parser("status", help="per stage: fresh / to compute / failed, and why")
     _common(p)
     p.add_argument("--stage", action="append", help="limit to these stages (and their inputs)")
@@ -68,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
     _common(p)
+    from serving.search_cli import add_parsers  # search / index: their options live with the search code
+    from serving.serve_cli import add_parsers as add_serve  # serve (also registers the [serve] section)
+
+    add_parsers(sub, _common)
+    add_serve(sub, _common)
     p = sub.add_parser("demo-data", help="generate the bundled demo's raw files (deterministic)")
     p.add_argument("--out", default="manifests", help="folder for demo.csv and demo_data/ (default: manifests)")
     p.add_argument("--items", type=int, default=600)
@@ -76,15 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_path(args) -> str | None:
-    return args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-
-
 def _load(args):
     from .config import Config
     from .manifest import load
 
-    config_path = _config_path(args)
+    config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     overrides = list(args.overrides) + ([f'run.engine="{args.engine}"'] if getattr(args, "engine", None) else [])
     config = Config.load(config_path, overrides)
     items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, before it is imported
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -109,43 +106,56 @@ def main(argv: list[str] | None = None) -> int:
         return 5
 
 
-def cmd_run(args, targets: list[str] | None = None) -> int:
-    from stages import FEATURES, STAGES
+def _features() -> list[str]:
+    """The CLI is where the stages are wired in: importing the package registers them (cheaply)."""
+    import stages
 
-    from .errors import ConfigError
+    return list(stages.FEATURES)
+
+
+def _print_run(report, path, workdir) -> None:
+    print(report.summary())
+    print(f"report: {path} (also {workdir / 'runs' / 'latest.json'})")
+
+
+def cmd_run(args, targets: list[str] | None = None, force: tuple[str, ...] = ()) -> int:
     from .report import Report
     from .runner import Workspace
+    from .stage import stage_class
 
+    features = _features()
     if targets is None:
-        if args.stage not in STAGES:
-            import difflib
-
-            close = difflib.get_close_matches(args.stage, list(STAGES), n=1)
-            raise ConfigError(f"unknown stage {args.stage!r}" + (f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(STAGES)}"))
+        stage_class(args.stage)  # an unknown name is a clear error before any work
         targets = [args.stage]
     if args.retry_failed:
         args.overrides.append("run.retry_permanent_failures=true")
     config, items = _load(args)
     report = Report(" ".join(sys.argv), quiet=args.quiet)
-    ws = Workspace(args.workdir, config)
-    try:
-        ws.lock(report.data["command"])
-        ws.run(targets or FEATURES, items, report)
-    finally:
-        path = report.write(ws.workdir)
-        ws.close()
+    with Workspace(args.workdir, config, force=force) as ws:
+        try:
+            ws.lock(report.data["command"])
+            ws.run(targets or features, items, report)
+        finally:
+            path = report.write(ws.workdir)
     if not args.quiet:
-        print(report.summary())
-        print(f"report: {path} (also {ws.workdir / 'runs' / 'latest.json'})")
+        _print_run(report, path, ws.workdir)
+        trained = report.data.get("train")
+        if trained:
+            note = " (reused: same fused data and config; --force to retrain)" if trained.get("cached") else ""
+            print(f"model: {trained['run']}{note}")
+            metrics = json.loads((Path(trained["run"]) / "metrics.json").read_text())
+            print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
     if report.data["stage_errors"]:
         return 3
     return 1 if args.strict and report.failed_count else 0
 
 
 def cmd_features(args) -> int:
-    from stages import FEATURES
+    return cmd_run(args, _features())
 
-    return cmd_run(args, FEATURES)
+
+def cmd_train(args) -> int:
+    return cmd_run(args, ["train"], force=("train",) if args.force else ())
 
 
 def _locked_workspace(args, config, command: str):
@@ -154,31 +164,6 @@ def _locked_workspace(args, config, command: str):
     ws = Workspace(args.workdir, config)
     ws.lock(command)
     return ws
-
-
-def cmd_train(args) -> int:
-    from stages import FEATURES
-    from stages.train import train
-
-    from .report import Report
-
-    config, items = _load(args)
-    report = Report(" ".join(sys.argv), quiet=args.quiet)
-    ws = _locked_workspace(args, config, report.data["command"])
-    try:
-        ws.run(FEATURES, items, report)
-        run_dir = train(ws, items, report, force=args.force)
-    finally:
-        path = report.write(ws.workdir)
-        ws.close()
-    if not args.quiet:
-        print(report.summary())
-        info = report.data.get("train", {})
-        print(f"model: {run_dir}" + (" (reused: same fused data and config; --force to retrain)" if info.get("cached") else ""))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
-        print(f"report: {path}")
-    return 3 if report.data["stage_errors"] else 0
 
 
 def cmd_predict(args) -> int:
@@ -205,31 +190,16 @@ def cmd_predict(args) -> int:
     return 1 if args.strict and errors else 0
 
 
-def cmd_serve(args) -> int:
-    from serving.app import run_server
-
-    from .config import Config
-
-    model_dir = Path(args.model) if args.model else Path(args.workdir) / "models" / "latest"
-    serve = Config.load(_config_path(args), args.overrides)["serve"]  # features follow the model's config.json
-    return run_server(model_dir, args.manifest or [DEFAULT_MANIFEST], Path(args.workdir), serve, host=args.host,
-                      port=args.port, token=args.token, quiet=args.quiet)
-
-
 def cmd_status(args) -> int:
-    from stages import FEATURES
-
     from .runner import Workspace
     from .status import stage_status
 
+    features = _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         print(f"{len(items)} items in manifest(s); work directory {ws.workdir}")
-        for plan in ws.plan(args.stage or FEATURES, items, dry=True):
+        for plan in ws.plan(args.stage or features, items, dry=True):
             print(stage_status(ws.store, plan).line())
-    finally:
-        ws.close()
     return 0
 
 
@@ -237,38 +207,31 @@ def cmd_export(args) -> int:
     from .export import export
     from .runner import Workspace
 
+    _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         written, missing = export(ws, args.stage, items, Path(args.out))
-    finally:
-        ws.close()
     print(f"wrote {written} rows to {args.out}" + (f"; {missing} item(s) have no output yet (run 'mmp run {args.stage}')" if missing else ""))
     return 0
 
 
 def cmd_gc(args) -> int:
-    from stages import STAGES
-    from stages.fuse import live_keys as fuse_live_keys
-
     from .runner import Workspace
+    from .stage import STAGES
 
+    _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         ws.lock("gc")
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
             live[plan.stage.name] = set(plan.keys.values())
-        live["fuse"] = fuse_live_keys(ws, items)
         if args.dry_run:
             for stage in STAGES:
                 dead = ws.store.committed(stage) - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
             return 0
         stats = ws.store.gc(live)
-    finally:
-        ws.close()
     print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
           f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
     return 0
@@ -277,13 +240,11 @@ def cmd_gc(args) -> int:
 def cmd_verify(args) -> int:
     from .runner import Workspace
 
+    _features()
     config, _ = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         ws.lock("verify")
         bad = ws.store.verify()
-    finally:
-        ws.close()
     for msg in bad:
         print(msg)
     print(f"verify: {len(bad)} corrupt shard(s) dropped" if bad else "verify: all shards match their checksums")
@@ -303,7 +264,6 @@ COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
     "predict": cmd_predict,
-    "serve": cmd_serve,
     "status": cmd_status,
     "export": cmd_export,
     "gc": cmd_gc,

@@ -13,10 +13,10 @@ class ModalityError(BaseModel):
 
 class Neighbour(BaseModel):
     id: str
-    score: float = Field(description="similarity (higher is closer)")
+    score: float = Field(description="mean cosine over the modalities the query and the item share")
     label: str
     split: str = ""
-    modalities: list[str] = []
+    modalities: dict[str, float] = Field({}, description="the cosine per modality behind the score")
     text: str | None = Field(None, description="the past ticket's cleaned text")
     image: str | None = Field(None, description="URL of the past ticket's screenshot thumbnail")
 

@@ -186,9 +186,14 @@ class TicketService:
         return await self._on_search_thread(self._similar, encoded, k, modality)
 
     def _similar(self, encoded, k: int, modality: str) -> list[dict[str, Any]]:
-        hits = self.searcher.search(encoded, k=k, modality=modality)
+        from pipeline.errors import SearchError
+
+        try:
+            hits = self.searcher.search(encoded, k=k, modality=modality)
+        except SearchError as exc:  # e.g. no indexed items have the query's modalities
+            raise InvalidParameter(f"search: {exc}", errors_of(encoded)) from None
         return [{**hit, "text": self.searcher.cleaned_text(hit["id"]),
-                 "image": image_url(hit["id"]) if "image" in hit.get("modalities", []) else None} for hit in hits]
+                 "image": image_url(hit["id"]) if self.items[hit["id"]].image else None} for hit in hits]
 
     async def _on_search_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.search_thread, fn, *args)

@@ -57,7 +57,11 @@ function showResult(body) {
   list.replaceChildren();
   for (const s of body.similar) {
     const li = el("li", { class: "ticket", "data-id": s.id });
-    if (s.image) li.append(el("img", { src: s.image, alt: `screenshot of ${s.id}`, loading: "lazy" }));
+    if (s.image) {
+      const img = el("img", { src: s.image, alt: `screenshot of ${s.id}` });
+      img.addEventListener("error", () => img.remove());  // a screenshot the pipeline cannot decode
+      li.append(img);
+    }
     const info = el("div");
     const head = el("p", { class: "head" });
     head.append(el("span", { class: "label" }, s.label || "?"), el("span", { class: "muted" }, ` ${s.id} · score ${s.score.toFixed(3)}`));

@@ -1,30 +1,30 @@
-"""The Ray engine: the same stage batch functions, run through Ray Data ``map_batches``.
+"""The Ray executor: the same stage batch functions, run through Ray Data ``map_batches``.
 
 Only the batches of missing keys are sent. Each Ray row carries one whole pipeline batch (Arrow IPC
-bytes, no pickled data), so every batch keeps the same members as with the local engine and outputs are
-identical. Model stages (``bert``, ``cnn``) run as actor pools that load the model once per actor;
-decoding stages run as tasks. Results come back to the driver, which commits them into the same cache
-shards under the same keys: local and Ray runs share one cache and resume each other's work.
+bytes, no pickled data), so every batch keeps the same members as with the local executor and outputs
+are identical. Stages that hold a model (``Stage.holds_model``) run as actor pools that load it once per
+actor; the others run as tasks. Workers get the stage class (by reference: its module is imported
+there) and its config section; results come back to the driver, which checks and commits them into the
+same cache: local and Ray runs share one cache and resume each other's work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Iterator
 
-from .config import RayConfig
-from .errors import ItemError, describe
-
-MODEL_STAGES = ("bert", "cnn")
-
-
+from ..errors import ItemError, describe
+from ..keys import canonical_json
+from ..stage import Stage, call_isolated
+from . import Executor as Base
 
 
 def to_ipc(records: list[dict[str, Any]]) -> bytes:
     import pyarrow as pa
 
-    from .store import encode
+    from ..store import encode
 
     if not records:
         return b""
@@ -38,7 +38,7 @@ def to_ipc(records: list[dict[str, Any]]) -> bytes:
 def from_ipc(data: bytes) -> list[dict[str, Any]]:
     import pyarrow as pa
 
-    from .store import decode_rows
+    from ..store import decode_rows
 
     if not data:
         return []
@@ -46,10 +46,8 @@ def from_ipc(data: bytes) -> list[dict[str, Any]]:
     return decode_rows(table, range(table.num_rows))
 
 
-def run_batch(stage, payload: bytes) -> dict[str, Any]:
+def run_batch(stage: Stage, payload: bytes) -> dict[str, Any]:
     """Worker side: decode a batch, run the stage (errors stay per item), encode outputs and errors."""
-    from .runner import call_isolated
-
     records = from_ipc(payload)
     outputs = call_isolated(stage, records)
     ok, errors = [], {}
@@ -64,32 +62,26 @@ def run_batch(stage, payload: bytes) -> dict[str, Any]:
 class _StageActor:
     """One model per actor, loaded once."""
 
-    def __init__(self, name: str, config: dict):
-        from pipeline.config import Config
-        from stages import STAGES
-
-        self.stage = STAGES[name](Config.from_dict(config)[name])
+    def __init__(self, cls: type[Stage], section: Any):
+        self.stage = cls(section)
         self.stage.ensure_ready()
 
     def __call__(self, batch):
         return _map(self.stage, batch)
 
 
-_TASK_STAGES: dict[str, Any] = {}
+_TASK_STAGES: dict[str, Stage] = {}
 
 
-def _task(batch, name: str, config: dict):
-    from pipeline.config import Config
-    from stages import STAGES
-
-    key = json.dumps([name, config], sort_keys=True)
+def _task(batch, cls: type[Stage], section: Any):
+    key = canonical_json([cls.__module__, cls.__qualname__, dataclasses.asdict(section)])
     if key not in _TASK_STAGES:  # a worker process reuses its stage across tasks
-        _TASK_STAGES[key] = STAGES[name](Config.from_dict(config)[name])
+        _TASK_STAGES[key] = cls(section)
         _TASK_STAGES[key].ensure_ready()
     return _map(_TASK_STAGES[key], batch)
 
 
-def _map(stage, batch) -> dict[str, list]:
+def _map(stage: Stage, batch) -> dict[str, list]:
     out = {"index": [], "outputs": [], "errors": []}
     for index, payload in zip(batch["index"].to_pylist(), batch["payload"].to_pylist()):
         result = run_batch(stage, payload)
@@ -99,53 +91,57 @@ def _map(stage, batch) -> dict[str, list]:
     return out
 
 
-class RayExecutor:
-    def __init__(self, config):
-        self.config = config
-        self.cfg: RayConfig = config["ray"]
+class Executor(Base):
+    name = "ray"
 
-    def start(self) -> None:
+    def __init__(self, config):
+        super().__init__(config)
+        self.cfg = config["ray"]
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return {"engine": "ray"}
+
+    def prepare(self, stage: Stage) -> None:
+        """Start (or connect to) Ray; the stage itself is set up on the workers."""
+        import logging
+
         import ray
+        from ray.data import DataContext
 
         if not ray.is_initialized():
             address = self.cfg.address or os.environ.get("RAY_ADDRESS") or None
             ray.init(address=address, num_cpus=None if address else (self.cfg.num_cpus or None),
                      include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-        import logging
-
-        from ray.data import DataContext
-
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset "execution finished" lines
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
 
-    def map(self, stage, batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[Any]]:
+    def map(self, stage: Stage, batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[Any]]:
         """Outputs for each batch, in order: dicts, or ItemErrors for items that failed."""
         import ray
 
-        self.start()
-        plain = self.config.to_dict()
         spec = {"actors": 1, "num_cpus": 1, "num_gpus": 0, **self.cfg.stages.get(stage.name, {})}
         window: list[list[dict[str, Any]]] = []
         for records in batches:
             window.append(records)
             if len(window) >= self.cfg.window:
-                yield from self._round(ray, stage, plain, spec, window)
+                yield from self._round(ray, stage, spec, window)
                 window = []
         if window:
-            yield from self._round(ray, stage, plain, spec, window)
+            yield from self._round(ray, stage, spec, window)
 
-    def _round(self, ray, stage, plain, spec, window) -> Iterator[list[Any]]:
+    def _round(self, ray, stage: Stage, spec, window) -> Iterator[list[Any]]:
         rows = [{"index": i, "payload": to_ipc(records)} for i, records in enumerate(window)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         resources = {"num_cpus": spec["num_cpus"], "num_gpus": spec["num_gpus"]}
-        if stage.name in MODEL_STAGES:
+        args = {"cls": type(stage), "section": stage.config}
+        if stage.holds_model:
             ds = ds.map_batches(_StageActor, batch_size=1, batch_format="pyarrow", concurrency=int(spec["actors"]),
-                                fn_constructor_kwargs={"name": stage.name, "config": plain}, **resources)
+                                fn_constructor_kwargs=args, **resources)
         else:
-            ds = ds.map_batches(_task, batch_size=1, batch_format="pyarrow",
-                                fn_kwargs={"name": stage.name, "config": plain}, **resources)
+            ds = ds.map_batches(_task, batch_size=1, batch_format="pyarrow", fn_kwargs=args, **resources)
         results = sorted(ds.take_all(), key=lambda r: r["index"])
         for records, result in zip(window, results):
             ok = iter(from_ipc(result["outputs"]))
