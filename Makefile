@@ -13,8 +13,10 @@ RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set
 
 MODEL    ?= $(WORKDIR)/models/latest
 OUT      ?= predictions.csv
+HOST     ?=
+PORT     ?=
 
-.PHONY: venv demo-data features stage train predict status gc search index test test-heavy bench bench-ray clean
+.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-browser test-load bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,9 @@ train: venv demo-data
 predict: venv
 	$(PY) -m pipeline predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
 
+serve: venv demo-data
+	$(PY) -m pipeline serve --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --model $(MODEL) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
+
 status: venv demo-data
 	$(PY) -m pipeline status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
 
@@ -57,6 +62,12 @@ test: venv
 
 test-heavy: venv
 	$(PY) -m pytest -q -m heavy
+
+test-browser: venv
+	$(PY) -m pytest -q -s -m browser
+
+test-load: venv
+	$(PY) -m pytest -q -s -m load
 
 bench: venv
 	$(PY) -m bench.run

@@ -204,10 +204,13 @@ def main() -> int:
         bench_mfcc(tmp)
         bench_memory(tmp)
         search_figures = search.run(tmp / "search", record)
+        from bench.serve import bench_serve
+
+        serve = bench_serve(tmp, record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures},
-                                               indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures,
+                                               "serve": serve}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

@@ -1,5 +1,5 @@
 """Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | search | index |
-demo-data``.
+serve | demo-data``.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -65,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
     _common(p)
     from serving.search_cli import add_parsers  # search / index: their options live with the search code
+    from serving.serve_cli import add_parsers as add_serve  # serve (also registers the [serve] section)
 
     add_parsers(sub, _common)
+    add_serve(sub, _common)
     p = sub.add_parser("demo-data", help="generate the bundled demo's raw files (deterministic)")
     p.add_argument("--out", default="manifests", help="folder for demo.csv and demo_data/ (default: manifests)")
     p.add_argument("--items", type=int, default=600)

@@ -17,6 +17,8 @@ from pipeline.errors import ConfigError
 
 from stages.fuse import MODALITIES, Stats, load_fused, run_fuse
 
+from . import settings  # noqa: F401  (registers [serve]: a model's config.json records every section)
+
 
 def load_trained(model_dir: Path):
     import keras

@@ -197,6 +197,22 @@ def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], stats: Stats
     return kept, todo, missing, dropped
 
 
+def fused_record(vectors: dict[str, np.ndarray], stats: Stats) -> dict[str, Any]:
+    """One item's fused row from its feature vectors (modality -> vector, absent ones left out): each
+    modality the statistics know standardized, an absent one zeros; plus a 0/1 mask per modality.
+    The batch run and the server both build rows with this."""
+    record: dict[str, Any] = {}
+    for m in MODALITIES:
+        if m not in stats.mean:
+            continue
+        if m in vectors:
+            record[m] = ((vectors[m] - stats.mean[m]) / stats.std[m]).astype(np.float32)
+            record[f"{m}_mask"] = 1.0
+        else:
+            record[m], record[f"{m}_mask"] = np.zeros(stats.mean[m].shape[0], np.float32), 0.0
+    return record
+
+
 def fuse_items(ctx: DatasetContext, stage: Stage, items, keys, stats: Stats, fitted: bool) -> DatasetResult:
     """Fused rows for every item (cached rows reused); the result's value is a ``Fused``."""
     kept, todo, missing, dropped = plan_fuse(stage, items, keys, stats)
@@ -213,17 +229,8 @@ def fuse_items(ctx: DatasetContext, stage: Stage, items, keys, stats: Stats, fit
             wanted = [todo[k][1][i] for k in chunk if todo[k][1][i] is not None]
             vectors[m] = _vectors(ctx.store, stage_name, wanted) if wanted else {}
         for k in chunk:
-            record = {}
-            for i, m in enumerate(MODALITIES):
-                if m not in dims:
-                    continue
-                fkey = todo[k][1][i]
-                if fkey is None:
-                    record[m], record[f"{m}_mask"] = np.zeros(dims[m], np.float32), 0.0
-                else:
-                    record[m] = ((vectors[m][fkey] - stats.mean[m]) / stats.std[m]).astype(np.float32)
-                    record[f"{m}_mask"] = 1.0
-            buffer.add(k, record)
+            present = {m: vectors[m][fkey] for m, fkey in zip(MODALITIES, todo[k][1]) if fkey is not None}
+            buffer.add(k, fused_record(present, stats))
         buffer.maybe_flush()
     buffer.flush()
     if ctx.report is not None:

@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import stages  # noqa: E402,F401  (registers the stages and their config sections, as the CLI does)
+import serving.settings  # noqa: E402,F401  (registers [serve], as the CLI does)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,212 @@
+"""The HTTP service (FastAPI): a new ticket in, its predicted label and the most similar past tickets out.
+
+Endpoints: ``POST /v1/predict`` and ``POST /v1/search`` (multipart: ``text`` field or file, ``image``,
+``audio`` — any non-empty subset), ``GET /v1/items/{id}`` and ``/v1/items/{id}/image`` (items of the
+served manifests only, looked up by id), ``/healthz`` (200 while the process runs), ``/readyz`` (503
+until the models are loaded), ``/metrics`` (Prometheus), ``/docs`` (OpenAPI) and the page at ``/``.
+
+Errors answer ``{"error", "message", "errors"}`` with the status of their type (``serving.errors``).
+With a token, every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (compared in
+constant time). Requests go through ``TicketService``; nothing here touches models or files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .errors import InvalidParameter, Overloaded, RequestError, Unauthorized
+from .metrics import Metrics
+from .schemas import ERROR_RESPONSES, ItemInfo, Prediction, Problem, SearchResults, upload_form
+from .service import TicketService, errors_of
+from .settings import ServeConfig
+from .uploads import receive
+
+STATIC = Path(__file__).resolve().parent / "static"
+PUBLIC = ("/healthz",)
+
+
+def _endpoint(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "other"
+
+
+def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, token: str | None = None) -> FastAPI:
+    metrics = Metrics()
+    service = TicketService(model_dir, manifests, workdir, serve, on_batch=metrics.on_batch)
+    max_bytes = int(serve.max_upload_mb * 1e6)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(service.start())
+        loading.add_done_callback(lambda _: metrics.ready.set(service.state == "ready"))
+        yield
+        await loading  # a load in progress finishes on its thread; then everything is closed
+        await service.close()
+
+    app = FastAPI(title="mmpipe ticket service", lifespan=lifespan, version="1",
+                  description="Predicted label and similar past tickets for a new support ticket "
+                              "(message, screenshot, voice note), computed by the pipeline's own code.")
+    app.state.service, app.state.metrics = service, metrics
+
+    def problem(request: Request, exc: RequestError) -> JSONResponse:
+        metrics.errors.labels(_endpoint(request), exc.kind).inc()
+        headers = {"Retry-After": str(serve.retry_after_s)} if exc.status == 503 else {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"error": exc.kind, "message": str(exc), "errors": exc.errors}, exc.status, headers)
+
+    @app.exception_handler(RequestError)
+    async def request_problem(request: Request, exc: RequestError) -> JSONResponse:
+        return problem(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        metrics.errors.labels(_endpoint(request), kind).inc()
+        return JSONResponse({"error": kind, "message": str(exc.detail), "errors": []}, exc.status_code)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        if token and request.url.path not in PUBLIC and not _authorized(request, token):
+            response = problem(request, Unauthorized("this server needs 'Authorization: Bearer <token>'"))
+        else:
+            response = await call_next(request)
+        endpoint = _endpoint(request)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @asynccontextmanager
+    async def admitted(request: Request, params: tuple[str, ...] = ()):
+        """A bounded number of requests at once; the upload lives in a private folder until the answer."""
+        service.require_ready()
+        if service.in_flight >= serve.max_queue:
+            raise Overloaded(f"{service.in_flight} requests in progress (serve.max_queue = {serve.max_queue}); retry later")
+        service.in_flight += 1
+        metrics.in_flight.inc()
+        upload = None
+        try:
+            upload = await receive(request, max_bytes, params)
+            yield upload
+        finally:
+            service.in_flight -= 1
+            metrics.in_flight.dec()
+            if upload is not None:
+                upload.discard()
+
+    def answered(request: Request, encoded, timings: dict, started: float) -> dict:
+        for e in errors_of(encoded):
+            metrics.errors.labels(_endpoint(request), e["error"]).inc()
+        timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+        return {"missing_modalities": [m for m in service.modalities if m not in encoded.features],
+                "errors": errors_of(encoded), "timings_ms": timings}
+
+    @app.post("/v1/predict", response_model=Prediction, responses=ERROR_RESPONSES, openapi_extra=upload_form())
+    async def predict(request: Request):
+        """The predicted label with a probability per label, and the most similar past tickets."""
+        started, timings = time.perf_counter(), {}
+        async with admitted(request) as upload:
+            timings["upload"] = round((time.perf_counter() - started) * 1000, 1)
+            encoded = await service.encode(upload, service.modalities, timings)
+        mark = time.perf_counter()
+        result = await service.classify(encoded)
+        timings["model"] = round((time.perf_counter() - mark) * 1000, 1)
+        mark = time.perf_counter()
+        similar = await service.similar(encoded, serve.similar_k)
+        timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
+        return {**result, "similar": similar, **answered(request, encoded, timings, started)}
+
+    @app.post("/v1/search", response_model=SearchResults, responses=ERROR_RESPONSES, openapi_extra=upload_form({
+        "k": {"type": "integer", "default": 10, "description": "results (1..100)"},
+        "modality": {"type": "string", "default": "all", "description": "all, text, image or audio"}}))
+    async def search(request: Request):
+        """Past tickets most similar to the query, by all its modalities or by one."""
+        started, timings = time.perf_counter(), {}
+        async with admitted(request, ("k", "modality")) as upload:
+            k, modality = _int(upload.params.get("k", "10"), "k"), upload.params.get("modality", "all")
+            encoded = await service.encode(upload, service.modalities, timings)
+        mark = time.perf_counter()
+        results = await service.similar(encoded, k, modality)
+        timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
+        return {"results": results, **answered(request, encoded, timings, started)}
+
+    @app.get("/v1/items/{item_id}", response_model=ItemInfo, responses={404: {"model": Problem, "description": "no such item"}})
+    async def item(item_id: str):
+        """A past ticket of the served manifests: its metadata and cleaned text."""
+        service.require_ready()
+        return await service.item_info(item_id)
+
+    @app.get("/v1/items/{item_id}/image", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}, "description": "a square JPEG thumbnail"}})
+    async def item_image(item_id: str):
+        """A thumbnail of a past ticket's screenshot, decoded as the pipeline decodes images."""
+        service.require_ready()
+        return Response(await service.thumbnail(item_id), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/healthz")
+    async def healthz():
+        """200 while the process runs."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        """200 once the models are loaded; 503 while loading or if loading failed (with the reason)."""
+        if service.state != "ready":
+            return JSONResponse({"status": service.state, "error": service.error}, 503,
+                                {"Retry-After": str(serve.retry_after_s)})
+        return {"status": "ready", "model": str(service.model_dir), "labels": service.labels,
+                "modalities": service.modalities, "items": len(service.items)}
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus():
+        """Prometheus text format: requests, errors by type, latency, batch sizes."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an integer, not {value!r}") from None
+
+
+def _authorized(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def run_server(model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, host: str | None = None,
+               port: int | None = None, token: str | None = None, quiet: bool = False) -> int:
+    """``mmp serve``: uvicorn on ``host:port`` (default from ``[serve]``); the token from ``--token`` or $MMP_TOKEN."""
+    import os
+
+    import uvicorn
+
+    from pipeline.errors import PipelineError
+
+    if not (model_dir / "config.json").is_file():
+        raise PipelineError(f"serve: no trained model at {model_dir} (run 'mmp train' or pass --model)")
+    host, port = host or serve.host, serve.port if port is None else port
+    app = create_app(model_dir.resolve(), manifests, workdir, serve, token=token or os.environ.get("MMP_TOKEN") or None)
+    print(f"serving model {model_dir.resolve()} on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+    return 0

@@ -1,0 +1,152 @@
+"""mmp serve with bad input and hostile requests: named errors with the pipeline's types, the right
+status codes, uploads only in a private temp folder, no path from a request, the bearer token."""
+
+import io
+import os
+import stat
+import tempfile
+
+import numpy as np
+import pytest
+
+from bad_inputs import _wav, bomb_png, tone
+from serve_setup import serve_config, served_model, ticket, wait_ready
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    return served_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    app = create_app(served.model, served.manifests, served.workdir, serve_config(max_upload_mb=1.0), token=TOKEN)
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        wait_ready(c)
+        yield c
+
+
+def png(seed=0) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+WAV = _wav(tone(8000, 0.4), 8000, "PCM_16")
+BAD = {
+    "ImageDecodeError": {"image": ("s.png", b"\x89PNG\r\n\x1a\n truncated", "image/png")},
+    "DecompressionBomb": {"image": ("bomb.png", bomb_png(), "image/png")},
+    "EmptyAudio": {"audio": ("v.wav", b"", "audio/wav")},
+    "SilentAudio": {"audio": ("v.wav", _wav(np.zeros(4000, np.float32), 8000, "PCM_16"), "audio/wav")},
+    "AudioDecodeError": {"audio": ("v.wav", os.urandom(3000), "audio/wav")},
+    "TextDecodeError": {"text": (None, "caf\xe9 card charged twice".encode("latin-1"))},
+    "EmptyText": {"text": ("t.txt", "\u200b \u200b".encode(), "text/plain")},
+}
+
+
+@pytest.mark.parametrize("error", list(BAD))
+def test_each_unusable_modality_is_a_422_naming_the_pipelines_error(client, error):
+    r = client.post("/v1/predict", files=BAD[error])
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "NoUsableModality"
+    assert [e["error"] for e in body["errors"]] == [error] and error in body["message"]
+
+
+def test_one_failed_modality_leaves_a_200_with_the_failure_listed(client):
+    files = {"text": (None, "my card was charged twice"), **BAD["ImageDecodeError"], "audio": ("v.wav", WAV, "audio/wav")}
+    r = client.post("/v1/predict", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["missing_modalities"] == ["image"]
+    assert [(e["modality"], e["error"]) for e in body["errors"]] == [("image", "ImageDecodeError")]
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+    metrics = client.get("/metrics").text
+    assert 'mmp_errors_total{endpoint="/v1/predict",error="ImageDecodeError"}' in metrics
+
+
+def test_oversized_wrong_type_and_malformed_requests(client):
+    big = {"image": ("big.png", b"\x89PNG" + os.urandom(1_100_000), "image/png")}
+    r = client.post("/v1/predict", files=big)
+    assert r.status_code == 413 and r.json()["error"] == "UploadTooLarge" and "serve.max_upload_mb" in r.json()["message"]
+    r = client.post("/v1/predict", json={"text": "hello"})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["message"]
+    r = client.post("/v1/predict", files={"image": ("a.png", png(), "text/plain")})
+    assert r.status_code == 415 and "'image'" in r.json()["message"]
+    r = client.post("/v1/predict", files={"audio": ("a.png", png(), "image/png")})
+    assert r.status_code == 415
+    r = client.post("/v1/predict", files={"colour": (None, "red")})
+    assert r.status_code == 400 and "unknown form field 'colour'" in r.json()["message"]
+    r = client.post("/v1/predict", files=[("text", (None, "a")), ("text", (None, "b"))])
+    assert r.status_code == 400 and "given twice" in r.json()["message"]
+    r = client.post("/v1/predict", files={"k": (None, "3"), "text": (None, "hi")})  # k is a search parameter
+    assert r.status_code == 400
+    r = client.post("/v1/predict", files={"text": (None, "")})
+    assert r.status_code == 422 and r.json()["error"] == "NoUsableModality"
+    r = client.post("/v1/predict", content=b"--xyz\r\nContent-Disposition: form-da", headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 400, r.text
+    assert client.get("/healthz").status_code == 200  # nothing above took the server down
+
+
+def test_uploads_live_only_in_a_private_folder_removed_after_the_request(served, client, monkeypatch):
+    made, seen = [], {}
+    real_mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kwargs):
+        made.append(real_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
+    batcher = client.app.state.service.batchers["image"]
+    original = batcher.fn
+
+    def looking(items):
+        folder = made[-1]
+        seen["mode"], seen["files"] = stat.S_IMODE(os.stat(folder).st_mode), sorted(os.listdir(folder))
+        return original(items)
+
+    monkeypatch.setattr(batcher, "fn", looking)
+    files = {"text": (None, "hello"), "image": ("../../evil.png", png(), "image/png")}
+    assert client.post("/v1/predict", files=files).status_code == 200
+    assert seen == {"mode": 0o700, "files": ["image", "text"]}  # fixed names: the client's file name is never used
+    assert made and not any(os.path.exists(d) for d in made)
+    assert client.post("/v1/predict", files=BAD["ImageDecodeError"]).status_code == 422
+    assert not any(os.path.exists(d) for d in made)  # removed after a failed request too
+
+
+@pytest.mark.parametrize("path", ["/v1/items/..%2F..%2Fm.csv", "/v1/items/%2Fetc%2Fpasswd", "/v1/items/..%2F..",
+                                  "/v1/items/%2Fetc%2Fpasswd/image", "/v1/items/..%2Fimg%2F0.png/image",
+                                  "/v1/items/item001/..%2F..%2Fm.csv", "/v1/items/img%2F0.png/image"])
+def test_request_paths_never_name_a_server_file(client, path):
+    r = client.get(path)
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+
+
+def test_a_manifest_path_escaping_the_data_root_is_not_served(client):
+    r = client.get("/v1/items/escape/image")  # its manifest row names ../secret.png
+    assert r.status_code == 404 and "PathEscapesRoot" in r.json()["message"]
+
+
+def test_bearer_token_guards_everything_but_healthz(served, client):
+    from fastapi.testclient import TestClient
+
+    bare = TestClient(client.app)  # same app, no Authorization header
+    assert bare.get("/healthz").status_code == 200
+    for method, path in [("get", "/readyz"), ("get", "/metrics"), ("get", "/"), ("get", "/docs"), ("get", "/openapi.json"),
+                         ("get", "/v1/items/item001"), ("get", "/v1/items/item001/image"), ("post", "/v1/predict"),
+                         ("post", "/v1/search"), ("get", "/static/app.js"), ("get", "/no/such/page")]:
+        r = getattr(bare, method)(path)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+        wrong = getattr(bare, method)(path, headers={"Authorization": "Bearer s3cret-tokeN"})
+        assert wrong.status_code == 401, path
+    assert bare.get("/readyz", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
+    assert client.get("/readyz").status_code == 200 and client.get("/v1/items/item001").status_code == 200
+    assert client.post("/v1/predict", files=ticket(served, 1)).status_code == 200
