@@ -59,6 +59,7 @@ class StagePlan:
     keys: dict[str, str] = field(default_factory=dict)  # item id -> key
     payload: dict[str, Any] = field(default_factory=dict)  # key -> RawInput or upstream keys (to read inputs)
     upstream: dict[str, str] = field(default_factory=dict)  # item id -> its input keys, "|"-joined (for notes)
+    input_digests: dict[str, str] = field(default_factory=dict)  # key -> the digests it derives from, "|"-joined
     input_errors: list[tuple[Item, ItemError]] = field(default_factory=list)  # raw inputs that cannot be read
     blocked: list[str] = field(default_factory=list)  # ids whose upstream failed (no output)
     pending: list[str] = field(default_factory=list)  # dry plans: ids whose upstream output is still to compute
@@ -104,6 +105,7 @@ def plan_stage(
                 continue
             key = stage_key(digest, (ref.key,))
             plan.payload[key] = ref
+            plan.input_digests[key] = ref.key
             plan.keys[item.id] = key
             plan.upstream[item.id] = ref.key
         return plan
@@ -119,8 +121,10 @@ def plan_stage(
             elif any(k is None and item_id in applies[name] for k, name in zip(input_keys, names)):
                 plan.blocked.append(item_id)
             continue
-        key = stage_key(digest, [d[k] for d, k in zip(outputs, input_keys)])
+        joined = "|".join([d[k] for d, k in zip(outputs, input_keys)])
+        key = stage_key(digest, (joined,))
         plan.payload[key] = input_keys
+        plan.input_digests[key] = joined
         plan.keys[item_id] = key
         plan.upstream[item_id] = "|".join(input_keys)
     return plan

@@ -14,11 +14,12 @@ from typing import Any, Iterator
 from .buffer import ShardBuffer
 from .config import Config
 from .dataset import DatasetContext
-from .errors import CacheCorruptError, PipelineError, StorageError, describe
+from .errors import CacheCorruptError, OutputMismatch, PipelineError, StorageError, describe
 from .executors import get_executor
 from .keys import RawHashMemo
 from .lock import RunLock
 from .manifest import Item
+from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
 from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
@@ -101,7 +102,8 @@ class Workspace:
             name=name, items=items, config=self.config, store=self.store, workdir=self.workdir,
             inputs={s: available.get(s, {}) for s in stage.inputs},
             digests={s: self.store.committed(s) for s in stage.inputs}, results=results, dry=dry,
-            force=name in self.force, make_buffer=lambda: ShardBuffer(self.store, name, self.config),
+            force=name in self.force,
+            make_buffer=lambda digest, spec: ShardBuffer(self.store, name, self.config, digest, spec),
         )
 
     def dataset_context(self, name: str, items: list[Item], report: Report | None = None) -> DatasetContext:
@@ -234,13 +236,14 @@ class Workspace:
     def _compute(self, plan: StagePlan, batches: list[list[str]], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
-        buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
         try:
             self.executor.prepare(stage)
+            spec = stage.output_spec()
         except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
             report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
             return
+        buffer = ShardBuffer(self.store, stage.name, self.config, stage.digest(), spec)
         report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
         bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
         results = self.executor.map(stage, self._prefetched(plan, batches, ids_by_key))
@@ -248,13 +251,16 @@ class Workspace:
             for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
+                    problem = None if isinstance(out, BaseException) else check_record(spec, out)
+                    if problem:
+                        out = OutputMismatch(f"stage {stage.name} broke its declared outputs: {problem}")
                     if isinstance(out, BaseException):
                         error, message, permanent = describe(out)
                         for item_id in ids:
                             report.fail(stage.name, item_id, error, f"item {item_id}: {message}")
                         failed.append((key, ids[0], error, message, permanent))
                     else:
-                        buffer.add(key, out)
+                        buffer.add(key, out, plan.input_digests[key])
                         stats["computed"] += len(ids)
                     bar.update(len(ids))
                 if failed:

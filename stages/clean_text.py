@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.config import execution_only
 from pipeline.errors import EmptyText, InputTooLarge, MissingFile, TextDecodeError
+from pipeline.outputs import Field
 from pipeline.fs import open_input
 from pipeline.stage import Stage, register
 
@@ -67,6 +68,7 @@ class CleanText(Stage):
     version = "1"
     inputs = ("raw:text",)
     Config = CleanTextConfig
+    outputs = {"text": Field("str")}
 
     def process_one(self, record: dict) -> dict:
         cfg = self.config
