@@ -36,7 +36,7 @@ class CleanTextConfig:
     lowercase: bool = False
     # Characters kept after cleaning (longer text is cut).
     max_chars: int = 20000
-    # Raw text files larger than this are refused before decoding.
+    # Raw text larger than this (a file, or an inline manifest cell) is refused before cleaning.
     max_bytes: int = 5_000_000
     batch_size: int = execution_only(256)
 
@@ -89,6 +89,8 @@ class CleanText(Stage):
                 ) from None
         else:
             raw = record["text"]
+            if len(raw) > cfg.max_bytes // 4 and len(raw.encode("utf-8")) > cfg.max_bytes:
+                raise InputTooLarge(f"inline text is over {cfg.max_bytes} bytes (clean_text.max_bytes)")
         text = clean(raw, cfg)
         if not text:
             raise EmptyText("text is empty after cleaning; treated as missing text")
