@@ -1,4 +1,5 @@
-"""make bench: each figure a ratio against a baseline measured in the same run (not a timed test).
+"""make bench: each figure a ratio against a baseline measured in the same run (not a timed test), plus
+the early-cutoff counts on the demo (bench/cutoff.py).
 
 Writes bench/results/bench.json and prints a table. Sizes are small enough for a 2-core machine
 (a few minutes); BENCH_SCALE=2 doubles them.
@@ -207,10 +208,14 @@ def main() -> int:
         from bench.serve import bench_serve
 
         serve = bench_serve(tmp, record)
+        print("early cutoff on the demo (items computed after a change whose cleaned output is identical)", flush=True)
+        from bench.cutoff import run_cutoff
+
+        cutoff = run_cutoff(tmp)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures,
-                                               "serve": serve}, indent=2))
+                                               "serve": serve, "cutoff": cutoff}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

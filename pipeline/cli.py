@@ -1,5 +1,6 @@
-"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | search | index |
-serve | demo-data``.
+"""Command line: ``mmp features | run STAGE | train | predict | status | export STAGE --out F | gc | verify |
+rebuild-index | search | index | serve | demo-data``. The one place where the stages (and serving) are wired
+into the core.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
+    _common(p)
+    p = sub.add_parser("rebuild-index", help="recreate the cache index from the shards alone (failures are recomputed)")
     _common(p)
     from serving.search_cli import add_parsers  # search / index: their options live with the search code
     from serving.serve_cli import add_parsers as add_serve  # serve (also registers the [serve] section)
@@ -219,6 +222,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_gc(args) -> int:
+    from .maintenance import gc
     from .runner import Workspace
     from .stage import STAGES
 
@@ -228,13 +232,16 @@ def cmd_gc(args) -> int:
         ws.lock("gc")
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
-            live[plan.stage.name] = set(plan.keys.values())
+            # An item waiting on an upstream output still to compute keeps its last entry: it is
+            # reused if that output comes out unchanged.
+            latest = ws.store.latest(plan.stage.name) if plan.pending else {}
+            live[plan.stage.name] = set(plan.keys.values()) | {latest[i][0] for i in plan.pending if i in latest}
         if args.dry_run:
             for stage in STAGES:
-                dead = ws.store.committed(stage) - live.get(stage, set())
+                dead = ws.store.committed(stage).keys() - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
             return 0
-        stats = ws.store.gc(live)
+        stats = gc(ws.store, live)
     print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
           f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
     return 0
@@ -251,6 +258,22 @@ def cmd_verify(args) -> int:
     for msg in bad:
         print(msg)
     print(f"verify: {len(bad)} corrupt shard(s) dropped" if bad else "verify: all shards match their checksums")
+    return 0
+
+
+def cmd_rebuild_index(args) -> int:
+    from .maintenance import rebuild_index
+    from .runner import Workspace
+
+    _features()
+    config, _ = _load(args)
+    with Workspace(args.workdir, config) as ws:
+        ws.lock("rebuild-index")
+        stats = rebuild_index(ws.store)
+    for message in stats["skipped"]:
+        print(f"skipped {message}")
+    print(f"rebuild-index: {stats['entries']} entries from {stats['shards']} shards"
+          + (f"; {len(stats['skipped'])} shard(s) skipped (their items are recomputed)" if stats["skipped"] else ""))
     return 0
 
 
@@ -271,6 +294,7 @@ COMMANDS = {
     "export": cmd_export,
     "gc": cmd_gc,
     "verify": cmd_verify,
+    "rebuild-index": cmd_rebuild_index,
     "demo-data": cmd_demo_data,
 }
 

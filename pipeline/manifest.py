@@ -1,5 +1,8 @@
 """Manifests: CSV or JSONL files listing items. Read, validate, and resolve raw paths safely.
 
+CSV files may be comma-, semicolon-, tab- or |-separated (the header tells which), UTF-8 with or without
+a BOM, with cells of any size.
+
 Columns: ``id`` (required), ``split`` (train/val/test or empty), ``label``, ``text`` (inline) or
 ``text_path``, ``image``, ``audio`` (paths relative to the manifest's folder). Any modality may be
 empty. Other columns are kept as metadata. Several files (or a folder of them) are read together and
@@ -9,18 +12,21 @@ ids must be unique across all of them.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fs
-from .errors import InputTooLarge, ManifestError, MissingFile, PathEscapesRoot
+from .errors import ManifestError
+from .paths import resolve_path  # noqa: F401  (re-exported: path confinement for manifest items)
 
 SPLITS = ("train", "val", "test", "")
 MODALITY_COLUMNS = ("text", "text_path", "image", "audio")
 KNOWN = ("id", "split", "label") + MODALITY_COLUMNS
 MAX_LISTED = 20
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "'|'"}
+MAX_CELL = 2**31 - 1  # the csv module's default cell limit is 131,072 characters
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,40 @@ def _text(path: str):
     return io.TextIOWrapper(fs.open_input(path), encoding="utf-8-sig", newline="")
 
 
+def _delimiter(header: str) -> str:
+    """The delimiter that splits the header into the most known column names (comma on a tie)."""
+    known = set(KNOWN)
+
+    def score(delimiter: str) -> int:
+        return len({name.strip() for name in next(csv.reader([header], delimiter=delimiter), [])} & known)
+
+    return max(DELIMITERS, key=score)  # max keeps the first of equals: comma
+
+
+def _csv_rows(path: str, f) -> list[dict[str, str]]:
+    # A cell may be any size (a long e-mail pasted inline): the stages cap or refuse it per item.
+    csv.field_size_limit(MAX_CELL)
+    header = f.readline()
+    if not header.strip():
+        raise ManifestError(f"{path}: empty manifest (no header row)")
+    delimiter = _delimiter(header)
+    reader = csv.DictReader(itertools.chain([header], f), delimiter=delimiter)
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+    if "id" not in reader.fieldnames:
+        raise ManifestError(
+            f"{path}: missing required column 'id' (has: {', '.join(reader.fieldnames)}; split by "
+            f"{DELIMITERS[delimiter]}, the delimiter matching the most known column names; comma, semicolon, tab "
+            "and | are recognised)"
+        )
+    rows = []
+    for row in reader:
+        if None in row:
+            raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has "
+                                f"(delimiter: {DELIMITERS[delimiter]})")
+        rows.append({k: (v or "") for k, v in row.items()})
+    return rows
+
+
 def _rows(path: str) -> list[dict[str, str]]:
     try:
         if path.endswith(".jsonl"):
@@ -104,15 +144,7 @@ def _rows(path: str) -> list[dict[str, str]]:
                         rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
             return rows
         with _text(path) as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames:
-                raise ManifestError(f"{path}: empty manifest (no header row)")
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has")
-                rows.append({k: (v or "") for k, v in row.items()})
-            return rows
+            return _csv_rows(path, f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from None
 
@@ -174,29 +206,3 @@ def _parent(path: str) -> str:
     if fs.is_uri(path):
         return path.rsplit("/", 1)[0]
     return str(Path(path).resolve().parent)
-
-
-def resolve_path(item: Item, raw: str, allow_outside: bool, max_bytes: int) -> tuple[str, int, str | int]:
-    """(absolute path or URI, size, version stamp) of a raw file named in the manifest, confined to the
-    data root: lexically, and for local files again after resolving symlinks."""
-    target = fs.join(item.base, raw)
-    if not allow_outside and not fs.inside(target, item.root):
-        raise PathEscapesRoot(f"path {raw!r} points outside the data root {item.root}")
-    if fs.is_uri(target):
-        try:
-            size, stamp = fs.stat(target)
-        except (FileNotFoundError, IsADirectoryError):
-            raise MissingFile(f"file not found: {raw!r} (looked at {target})") from None
-    else:
-        if not os.path.exists(target):
-            raise MissingFile(f"file not found: {raw!r} (looked at {target})")
-        real = os.path.realpath(target)
-        if not allow_outside and not fs.inside(real, os.path.realpath(item.root)):
-            raise PathEscapesRoot(f"{raw!r} is a link to {real}, outside the data root {item.root}")
-        if not os.path.isfile(real):
-            raise MissingFile(f"{raw!r} is not a regular file")
-        st = os.stat(real)
-        target, size, stamp = real, st.st_size, st.st_mtime_ns
-    if size > max_bytes:
-        raise InputTooLarge(f"{raw!r} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB cap (data.max_file_mb)")
-    return target, size, stamp

@@ -14,11 +14,12 @@ from typing import Any, Iterator
 from .buffer import ShardBuffer
 from .config import Config
 from .dataset import DatasetContext
-from .errors import CacheCorruptError, PipelineError, StorageError, describe
+from .errors import CacheCorruptError, OutputMismatch, PipelineError, StorageError, describe
 from .executors import get_executor
 from .keys import RawHashMemo
 from .lock import RunLock
 from .manifest import Item
+from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
 from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
@@ -66,11 +67,13 @@ class Workspace:
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, targets: list[str], items: list[Item], dry: bool) -> Iterator[StagePlan]:
-        """Plans in dependency order. In a dry plan every planned key counts as available downstream;
-        otherwise the caller runs each stage before the next plan is made (a dataset-level stage's plan
-        is completed by running it: ``run_dataset`` both decides and computes)."""
+        """Plans in dependency order. Otherwise than in a dry plan, the caller runs each stage before the
+        next plan is made (a dataset-level stage's plan is completed by running it: ``run_dataset`` both
+        decides and computes). A key depends on its upstream output's digest, so in a dry plan an item
+        whose upstream output is still to compute has no key yet: it is ``pending``."""
         available: dict[str, dict[str, str]] = {}
         applies: dict[str, set[str]] = {}
+        unresolved: dict[str, set[str]] = {}
         results: dict[str, Any] = {}
         for name in ancestors_and_self(targets):
             stage = self.stage(name)
@@ -81,15 +84,16 @@ class Workspace:
                 yield plan
                 results[name] = plan.result
             else:
-                plan = plan_stage(stage, items, available, applies, self.raw)
+                digests = {s: self.store.committed(s) for s in stage.inputs if not s.startswith("raw:")}
+                plan = plan_stage(stage, items, available, digests, applies, unresolved, self.raw)
                 yield plan
+            done = self.store.committed(name)
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
-            if dry and not stage.dataset_level:
+            available[name] = {i: k for i, k in plan.keys.items() if k in done}
+            if dry:
                 known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
-                available[name] = {i: k for i, k in plan.keys.items() if k not in known_bad}
-            else:
-                done = self.store.committed(name)
-                available[name] = {i: k for i, k in plan.keys.items() if k in done}
+                unresolved[name] = {i for i, k in plan.keys.items() if k not in done and k not in known_bad}
+                unresolved[name].update(plan.pending)
         self.memo.save()
 
     def _dataset_context(self, name: str, items: list[Item], available: dict[str, dict[str, str]],
@@ -97,15 +101,17 @@ class Workspace:
         stage = self.stage(name)
         return DatasetContext(
             name=name, items=items, config=self.config, store=self.store, workdir=self.workdir,
-            inputs={s: available.get(s, {}) for s in stage.inputs}, results=results, dry=dry,
-            force=name in self.force, make_buffer=lambda: ShardBuffer(self.store, name, self.config),
+            inputs={s: available.get(s, {}) for s in stage.inputs},
+            digests={s: self.store.committed(s) for s in stage.inputs}, results=results, dry=dry,
+            force=name in self.force,
+            make_buffer=lambda digest, spec: ShardBuffer(self.store, name, self.config, digest, spec),
         )
 
     def dataset_context(self, name: str, items: list[Item], report: Report | None = None) -> DatasetContext:
         """A context for running dataset-level stage ``name`` on its own, from what the index holds now
         (e.g. fusing new items with a model's stored statistics)."""
-        available: dict[str, dict[str, str]] = {}
         inputs = list(self.stage(name).inputs)
+        available: dict[str, dict[str, str]] = {}
         for plan in self.plan(inputs, items, dry=False):  # nothing runs: committed keys only
             if plan.stage.name in inputs:
                 done = self.store.committed(plan.stage.name)
@@ -120,6 +126,7 @@ class Workspace:
         for message in self.store.check_sizes():
             report.warn(message)
         for attempt in range(MAX_REPLANS):
+            self.store.refresh()
             try:
                 for plan in self.plan(targets, items, dry=False):
                     if plan.stage.dataset_level:
@@ -148,6 +155,7 @@ class Workspace:
         started = time.monotonic()
         stats = report.stage(stage.name)
         committed = self.store.committed(stage.name)
+        committed_before = set(committed)
         failures = self.store.failures(stage.name)
         retry_all = self.config["run"].retry_permanent_failures
         ids_by_key = plan.ids_by_key()
@@ -175,9 +183,29 @@ class Workspace:
         stats["skipped"] += len(plan.blocked)
         if batches:
             self._compute(plan, batches, ids_by_key, report)
-        digest = f"{stage.digest()}|{stage.config_digest()}"
-        self.store.set_latest(stage.name, [(i, k, digest) for i, k in plan.keys.items()])
+        self._record_latest(plan, committed_before, stats)
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
+
+    def _record_latest(self, plan: StagePlan, committed_before: set[str], stats: dict[str, Any]) -> None:
+        """Remember each item's key and inputs as planned now (``status`` explains changes against it).
+        An item whose input keys changed while its key did not (the upstream output came out identical)
+        was reused by early cutoff: counted in the report and noted for ``status`` until the next run."""
+        stage = plan.stage
+        latest = self.store.latest(stage.name)
+        config = f"{stage.digest()}|{stage.config_digest()}"
+        cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
+        rows = []
+        for item_id, key in plan.keys.items():
+            inputs = plan.upstream[item_id]
+            old = latest.get(item_id)
+            note = ""
+            if old is not None and old[0] == key and old[2] != inputs and key in committed_before:
+                note = cutoff_note
+                stats["cutoff"] = stats.get("cutoff", 0) + 1
+            row = (key, config, inputs, note)
+            if old != row:
+                rows.append((item_id, *row))
+        self.store.set_latest(stage.name, rows)
 
     def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage
@@ -209,13 +237,14 @@ class Workspace:
     def _compute(self, plan: StagePlan, batches: list[list[str]], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
-        buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
         try:
             self.executor.prepare(stage)
+            spec = stage.output_spec()
         except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
             report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
             return
+        buffer = ShardBuffer(self.store, stage.name, self.config, stage.digest(), spec)
         report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
         bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
         results = self.executor.map(stage, self._prefetched(plan, batches, ids_by_key))
@@ -223,13 +252,16 @@ class Workspace:
             for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
+                    problem = None if isinstance(out, BaseException) else check_record(spec, out)
+                    if problem:
+                        out = OutputMismatch(f"stage {stage.name} broke its declared outputs: {problem}")
                     if isinstance(out, BaseException):
                         error, message, permanent = describe(out)
                         for item_id in ids:
                             report.fail(stage.name, item_id, error, f"item {item_id}: {message}")
                         failed.append((key, ids[0], error, message, permanent))
                     else:
-                        buffer.add(key, out)
+                        buffer.add(key, out, plan.input_digests[key])
                         stats["computed"] += len(ids)
                     bar.update(len(ids))
                 if failed:

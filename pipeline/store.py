@@ -1,23 +1,25 @@
-"""The cache: per stage, Parquet shards plus a SQLite index of committed keys.
+"""The cache: per stage, Parquet shards (``pipeline.shardfile``) plus a SQLite index of committed keys.
 
 Layout under ``<workdir>/cache``::
 
-    index.sqlite            shards (name, stage, checksum, rows), entries (stage, key -> shard, row),
-                            failures (stage, key, item id, error, message), latest (stage, item id -> key)
+    index.sqlite            shards (name, stage, checksum, rows), entries (stage, key -> shard, row, output
+                            digest), failures (stage, key, item id, error, message), latest (stage, item
+                            id -> key, config, upstream keys, note)
     <stage>/<checksum>.parquet   one shard: a ``key`` column and one column per output field
 
 A shard is written to a temporary file, fsynced, renamed into place, and only then recorded in the
-index in one transaction: an item counts as done only once its shard is committed. A crash leaves at
+index in one transaction, together with each row's content digest (``keys.digest_record``, what keys
+downstream are derived from): an item counts as done only once its shard and its digest are committed. A crash leaves at
 most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
 kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
 recomputed, never silently read.
 
-Arrays are stored as flat Arrow lists plus a ``<field>.shape`` column, so pandas reads shards directly.
+Shards describe themselves (stage, stage digest, declared outputs, each row's input and output digests),
+so ``maintenance.rebuild_index`` can recreate this index from them; ``maintenance.gc`` compacts.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import sqlite3
 import time
@@ -25,72 +27,23 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
 from .errors import CacheCorruptError, StorageError
 from .fs import Folder
-from .keys import digest_bytes
+from .keys import digest_bytes, digest_record
+from .shardfile import decode_rows, encode, read_meta, to_parquet  # noqa: F401  (encode: re-exported)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, stage TEXT, checksum TEXT, rows INTEGER, bytes INTEGER, created REAL);
-CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, PRIMARY KEY (stage, key));
+CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, digest TEXT, PRIMARY KEY (stage, key));
 CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
 CREATE TABLE IF NOT EXISTS failures (stage TEXT, key TEXT, item_id TEXT, error TEXT, message TEXT, permanent INTEGER,
                                      PRIMARY KEY (stage, key));
-CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, PRIMARY KEY (stage, item_id));
+CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, inputs TEXT, note TEXT,
+                                   PRIMARY KEY (stage, item_id));
 """
-SHAPE = ".shape"
-
-
-def encode(records: list[dict[str, Any]]):
-    """Records (dicts of field -> ndarray | str | number) -> an Arrow table."""
-    import pyarrow as pa
-
-    columns: dict[str, Any] = {}
-    for name in records[0]:
-        values = [r[name] for r in records]
-        if isinstance(values[0], np.ndarray):
-            flat = np.concatenate([np.ascontiguousarray(v).reshape(-1) for v in values])
-            offsets = np.zeros(len(values) + 1, dtype=np.int64)
-            np.cumsum([v.size for v in values], out=offsets[1:])
-            columns[name] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
-            columns[name + SHAPE] = pa.array([list(v.shape) for v in values], type=pa.list_(pa.int32()))
-        else:
-            columns[name] = pa.array(values)
-    return pa.table(columns)
-
-
-def decode_rows(table, rows: Iterable[int]) -> list[dict[str, Any]]:
-    """Selected rows of a shard table -> records with arrays restored to their shapes."""
-    rows = list(rows)
-    sub = table.take(rows)
-    out: list[dict[str, Any]] = [{} for _ in rows]
-    names = [n for n in sub.column_names if not n.endswith(SHAPE)]
-    for name in names:
-        col = sub.column(name).combine_chunks()
-        if name + SHAPE in sub.column_names:
-            flat = col.values.to_numpy(zero_copy_only=False)
-            offsets = col.offsets.to_numpy()
-            shapes = sub.column(name + SHAPE).to_pylist()
-            for i, shape in enumerate(shapes):
-                out[i][name] = flat[offsets[i] - offsets[0] : offsets[i + 1] - offsets[0]].reshape(shape)
-        else:
-            for i, value in enumerate(col.to_pylist()):
-                out[i][name] = value
-    return out
-
-
-def _parquet_options(table) -> dict[str, Any]:
-    """Arrays of floats compress best split by byte; dictionaries only help the string columns."""
-    import pyarrow as pa
-
-    floats = [
-        f"{f.name}.list.element"
-        for f in table.schema
-        if pa.types.is_large_list(f.type) and pa.types.is_floating(f.type.value_type)
-    ]
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats or False}
+# Columns added since the first layout; an older index gets them (its keys no longer match: recomputed).
+ADDED_COLUMNS = {"entries": ("digest",), "latest": ("inputs", "note")}
 
 
 class Store:
@@ -102,19 +55,35 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
         self._tables: OrderedDict[str, Any] = OrderedDict()
+        self._committed: dict[str, dict[str, str]] = {}  # stage -> {key -> output digest}, kept current
 
     # ---- queries -------------------------------------------------------------------------------
-    def committed(self, stage: str) -> set[str]:
-        return {k for (k,) in self.db.execute("SELECT key FROM entries WHERE stage = ?", (stage,))}
+    def committed(self, stage: str) -> dict[str, str]:
+        """{key -> output digest} of a stage's committed entries (loaded once, kept current by commits)."""
+        if stage not in self._committed:
+            self._committed[stage] = dict(
+                self.db.execute("SELECT key, digest FROM entries WHERE stage = ? AND digest IS NOT NULL", (stage,))
+            )
+        return self._committed[stage]
 
     def failures(self, stage: str) -> dict[str, tuple[str, str, str, bool]]:
         rows = self.db.execute("SELECT key, item_id, error, message, permanent FROM failures WHERE stage = ?", (stage,))
         return {k: (i, e, m, bool(p)) for k, i, e, m, p in rows}
 
-    def latest(self, stage: str) -> dict[str, tuple[str, str]]:
-        rows = self.db.execute("SELECT item_id, key, config FROM latest WHERE stage = ?", (stage,))
-        return {i: (k, c) for i, k, c in rows}
+    def refresh(self) -> None:
+        """Forget what was loaded from the index (another connection may have dropped a shard)."""
+        self._committed.clear()
+
+    def latest(self, stage: str) -> dict[str, tuple[str, str, str, str]]:
+        """item id -> (key, config digest, upstream keys, note) as last planned."""
+        rows = self.db.execute("SELECT item_id, key, config, inputs, note FROM latest WHERE stage = ?", (stage,))
+        return {i: (k, c, u or "", n or "") for i, k, c, u, n in rows}
 
     def locations(self, stage: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
         wanted = list(dict.fromkeys(keys))
@@ -129,19 +98,18 @@ class Store:
         return found
 
     # ---- writes --------------------------------------------------------------------------------
-    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
-        """Write records as one shard and record their keys, atomically. Returns the shard name."""
-        import pyarrow.parquet as pq
+    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+        """Write records as one shard and record their keys, atomically. Returns the shard name.
 
-        table = encode([{"key": k, **r} for k, r in zip(keys, records)])
-        buf = io.BytesIO()
-        pq.write_table(table, buf, **_parquet_options(table))
-        data = buf.getvalue()
+        ``meta``: what describes the rows (``stage_digest``, ``schema``, per-row ``inputs``); the rows'
+        output digests are computed here, once, and go both into the file and into the index."""
+        digests = [digest_record(r) for r in records]
+        data = to_parquet(keys, records, {"stage": stage, **(meta or {}), "digests": digests})
         checksum = digest_bytes(data)
         name = f"{stage}/{checksum}.parquet"
         try:
             self._write_shard_file(stage, checksum, data)
-            self._record_shard(stage, name, checksum, keys, len(data))
+            self._record_shard(stage, name, checksum, list(zip(keys, digests)), len(data))
         except (OSError, sqlite3.OperationalError) as exc:
             raise StorageError(
                 f"cannot write the cache under {self.shards.root} ({type(exc).__name__}: {exc}); nothing of this shard "
@@ -152,16 +120,19 @@ class Store:
     def _write_shard_file(self, stage: str, checksum: str, data: bytes) -> None:
         self.shards.write_atomic(f"{stage}/{checksum}.parquet", data, f".{os.getpid()}.tmp")
 
-    def _record_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
-        """The commit point: one transaction makes the shard's items count as done."""
+    def _record_shard(self, stage: str, name: str, checksum: str, entries: list[tuple[str, str]], size: int) -> None:
+        """The commit point: one transaction makes the shard's items, with their output digests
+        (``entries``: [(key, digest)] in row order), count as done."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)", (name, stage, checksum, len(keys), size, time.time())
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)", (name, stage, checksum, len(entries), size, time.time())
             )
             self.db.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", [(stage, k, name, i) for i, k in enumerate(keys)]
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", [(stage, k, name, i, d) for i, (k, d) in enumerate(entries)]
             )
-            self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
+            self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k, _ in entries])
+        if stage in self._committed:
+            self._committed[stage].update(entries)
 
     def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
         """rows: (key, item id, error type, message, permanent)."""
@@ -172,13 +143,15 @@ class Store:
                     [(stage, k, i, e, m, int(p)) for k, i, e, m, p in rows],
                 )
 
-    def set_latest(self, stage: str, rows: list[tuple[str, str, str]]) -> None:
-        """rows: (item id, key, config digest) as planned in this run."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?)", [(stage, *r) for r in rows])
+    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones)."""
+        if rows:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
 
     # ---- reads ---------------------------------------------------------------------------------
-    def _table(self, name: str):
+    def table(self, name: str):
+        """A shard as an Arrow table, checksum verified (a mismatch drops the shard: CacheCorruptError)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -215,7 +188,7 @@ class Store:
             by_shard.setdefault(where[k][0], []).append(k)
         out: dict[str, dict[str, Any]] = {}
         for shard, shard_keys in by_shard.items():
-            table = self._table(shard)
+            table = self.table(shard)
             for k, rec in zip(shard_keys, decode_rows(table, [where[k][1] for k in shard_keys])):
                 rec.pop("key", None)
                 out[k] = rec
@@ -226,7 +199,7 @@ class Store:
         bad = []
         for (name,) in self.db.execute("SELECT name FROM shards").fetchall():
             try:
-                self._table(name)
+                self.table(name)
             except CacheCorruptError as exc:
                 bad.append(str(exc))
         self._tables.clear()
@@ -234,6 +207,7 @@ class Store:
 
     # ---- maintenance ---------------------------------------------------------------------------
     def drop_shard(self, name: str) -> int:
+        self._committed.clear()
         with self.db:
             n = self.db.execute("DELETE FROM entries WHERE shard = ?", (name,)).rowcount
             self.db.execute("DELETE FROM shards WHERE name = ?", (name,))
@@ -262,39 +236,6 @@ class Store:
                 self.shards.delete(name)
                 removed += 1
         return removed
-
-    def gc(self, live: dict[str, set[str]]) -> dict[str, int]:
-        """Keep only entries whose (stage, key) is live; compact shards; delete what is unused."""
-        stats = {"entries": 0, "shards": 0, "failures": 0, "bytes": 0}
-        for stage, keys in self.db.execute("SELECT stage, group_concat(key) FROM entries GROUP BY stage").fetchall():
-            dead = set(keys.split(",")) - live.get(stage, set())
-            if dead:
-                with self.db:
-                    self.db.executemany("DELETE FROM entries WHERE stage = ? AND key = ?", [(stage, k) for k in dead])
-                stats["entries"] += len(dead)
-        for stage, key in self.db.execute("SELECT stage, key FROM failures").fetchall():
-            if key not in live.get(stage, set()):
-                with self.db:
-                    self.db.execute("DELETE FROM failures WHERE stage = ? AND key = ?", (stage, key))
-                stats["failures"] += 1
-        shards = self.db.execute(
-            "SELECT s.name, s.stage, s.rows, s.bytes, count(e.key) FROM shards s LEFT JOIN entries e ON e.shard = s.name "
-            "GROUP BY s.name"
-        ).fetchall()
-        for name, stage, rows, size, used in shards:
-            if used == rows:
-                continue
-            keep = [k for (k,) in self.db.execute("SELECT key FROM entries WHERE shard = ? ORDER BY row", (name,))]
-            if keep:
-                records = self.read(stage, keep)
-                self.commit_shard(stage, keep, [records[k] for k in keep])
-            self.drop_shard(name)
-            stats["shards"] += 1
-            stats["bytes"] += size
-        stats["debris"] = self.remove_debris()
-        with self.db:
-            self.db.execute("DELETE FROM latest WHERE key NOT IN (SELECT key FROM entries) AND key NOT IN (SELECT key FROM failures)")
-        return stats
 
     def close(self) -> None:
         self.db.close()

@@ -31,6 +31,7 @@ from pipeline.config import execution_only
 from pipeline.errors import ConfigError
 from pipeline.fs import package_folder
 from pipeline.keys import digest_bytes
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 LITE0 = "EfficientNetLite0"
@@ -175,6 +176,7 @@ class Cnn(Stage):
     inputs = ("clean_image",)
     Config = CnnConfig
     holds_model = True
+    outputs = {"cnn": Field("float32", (None,))}  # the backbone's feature size
 
     def identity(self) -> dict[str, Any]:
         cfg = self.config
