@@ -132,7 +132,8 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path):
 
 
 HOLDER = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even if started where SIGINT is ignored
 sys.path[:0] = [{root!r}, {tests!r}]
 from stages.clean_text import CleanText
 original = CleanText.process_one
