@@ -35,8 +35,11 @@ PUBLIC = ("/healthz",)
 
 
 def _endpoint(request: Request) -> str:
+    """The route template, a bounded label (never the raw path)."""
     route = request.scope.get("route")
-    return getattr(route, "path", None) or "other"
+    if getattr(route, "path", None):
+        return route.path
+    return "/static" if request.url.path.startswith("/static/") else "other"
 
 
 def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, token: str | None = None) -> FastAPI:

@@ -54,6 +54,7 @@ class TicketService:
 
     # ---- start-up ------------------------------------------------------------------------------
     def load(self) -> None:
+        from pipeline.config import Config
         from pipeline.manifest import load
 
         from .predict import load_trained, model_config
@@ -62,7 +63,8 @@ class TicketService:
         self.model, self.labels, self.stats = load_trained(self.model_dir)
         self.config = model_config(self.model_dir)
         self.modalities = [m for m in MODALITIES if m in self.stats.mean]
-        self.encoder = QueryEncoder(self.config)
+        cnn = replace(self.config["cnn"], batch_size=self.serve.image_batch_size)  # (run) setting: same features
+        self.encoder = QueryEncoder(Config({**self.config.sections, "cnn": cnn}))
         self.encoder.warm_up(self.modalities)
         self.items = {item.id: item for item in load(self.manifests, self.config["data"].root)}
         self.search_thread.submit(self._open_searcher).result()
