@@ -80,6 +80,8 @@ class TicketService:
 
     def _warm_models(self) -> None:
         """One pass over generated samples, so tracing happens now and not on the first request."""
+        from pipeline.errors import ConfigError
+
         from .query import query_item
         from .warmup import write_samples
 
@@ -87,8 +89,8 @@ class TicketService:
             names = write_samples(Path(folder))
             item = query_item("warm-up", base=folder, **{("text_path" if m == "text" else m): names[m] for m in self.modalities})
             encoded = self.encoder.encode([item], self.modalities)[0]
-        if encoded.errors:
-            raise RuntimeError(f"warm-up sample failed: {encoded.errors}")
+        if encoded.errors:  # a model that cannot handle a plain sample: the service must not report ready
+            raise ConfigError("warm-up sample failed: " + "; ".join(f"{e}: {msg}" for e, msg in encoded.errors.values()))
         record = self._fused(encoded.features)
         for size in batch_buckets(self.serve.max_batch_size):
             self._classify_batch([record] * size)
