@@ -20,8 +20,11 @@ N = int(float(os.environ.get("BENCH_SCALE", "1")) * 128)
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
+    from bench.run import machine, machine_line
     from pipeline.cli import main as mmp
 
+    where = machine()
+    print(machine_line(where), flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         mmp(["demo-data", "--out", str(tmp / "data"), "--items", str(N)])
@@ -48,7 +51,7 @@ def main() -> int:
         ray.shutdown()
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ray_scaling.json").write_text(json.dumps({"items": N, "cpu_count": os.cpu_count(), "items_per_s": results}, indent=2))
+    (out / "ray_scaling.json").write_text(json.dumps({"items": N, **where, "items_per_s": results}, indent=2))
     return 0
 
 

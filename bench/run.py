@@ -88,7 +88,6 @@ def bench_bert() -> None:
 
 def bench_cnn(tmp: Path) -> None:
     import tensorflow as tf
-    from keras.applications.mobilenet_v2 import preprocess_input
 
     from pipeline.demo import _image
     from stages.clean_image import CleanImage, CleanImageConfig
@@ -100,7 +99,7 @@ def bench_cnn(tmp: Path) -> None:
     folder.mkdir()
     paths = [str(folder / _image(rng, "light" if i % 2 else "dark", folder / f"i{i}")) for i in range(n)]
     cleaner = CleanImage(CleanImageConfig())
-    cnn = Cnn(CnnConfig(weights="none", batch_size=32))
+    cnn = Cnn(CnnConfig(batch_size=32))  # the default: ImageNet EfficientNet-Lite0
     cnn.ensure_ready()
     cleaned = [r["image"] for r in cleaner.process([{"path": p} for p in paths[:32]])]
     cnn.process([{"image": im} for im in cleaned])  # warm up: trace once
@@ -110,7 +109,7 @@ def bench_cnn(tmp: Path) -> None:
             images = cleaner.process([{"path": p} for p in paths[i : i + 32]])
             cnn.process(images)
 
-    ready = tf.constant(preprocess_input(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
+    ready = tf.constant(cnn.preprocess(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
     fn = cnn.fns[224]
 
     def raw():
@@ -158,8 +157,7 @@ def peak_rss(n: int, tmp: Path) -> float:
     subprocess.run([sys.executable, "-m", "pipeline", "demo-data", "--out", str(data), "--items", str(n)],
                    check=True, cwd=ROOT, capture_output=True)
     code = ("import resource, sys; from pipeline.cli import main; "
-            f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}, "
-            "'--set', 'cnn.weights=\"none\"']); "
+            f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
@@ -173,24 +171,46 @@ def bench_memory(tmp: Path) -> None:
            f"{small:.0f} MB at N={n} vs {large:.0f} MB at 10N (ratio 10N/N = {large / small:.2f}, goal <= 1.2)")
 
 
+def machine() -> dict:
+    """Which machine the figures come from: CPU model, cores, when."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node()}
+
+
+def machine_line(where: dict) -> str:
+    return f"machine: {where['cpu']}, {where['cpu_count']} cores (host {where['host']}, {where['date']})"
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     import stages  # noqa: F401
 
+    from bench import search
+
+    where = machine()
     print("make bench (ratios against baselines measured in this run; higher is better)", flush=True)
+    print(machine_line(where), flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bench_bert()
         bench_cnn(tmp)
         bench_mfcc(tmp)
         bench_memory(tmp)
+        search_figures = search.run(tmp / "search", record)
         from bench.serve import bench_serve
 
         serve = bench_serve(tmp, record)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
-                                                "serve": serve}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures,
+                                               "serve": serve}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

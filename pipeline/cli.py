@@ -192,9 +192,12 @@ def cmd_predict(args) -> int:
 
 def cmd_status(args) -> int:
     from .runner import Workspace
+    from .stage import stage_class
     from .status import stage_status
 
     features = _features()
+    for name in args.stage or []:
+        stage_class(name)  # an unknown name is exit 2 with a hint, not a traceback
     config, items = _load(args)
     with Workspace(args.workdir, config) as ws:
         print(f"{len(items)} items in manifest(s); work directory {ws.workdir}")

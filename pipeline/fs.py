@@ -11,6 +11,16 @@ import posixpath
 from typing import IO
 
 
+def package_folder(package: str) -> str | None:
+    """The folder of an installed Python package (found without importing it), or None."""
+    import importlib.util
+
+    found = importlib.util.find_spec(package) if package.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return list(found.submodule_search_locations)[0]
+
+
 def is_uri(path: str) -> bool:
     return "://" in str(path)
 

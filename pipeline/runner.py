@@ -52,6 +52,7 @@ class Workspace:
         if name not in self.stages:
             stage = stage_class(name)(self.config[name])
             stage.digest_file = self.memo.digest_path
+            stage.model_dir = self.workdir / "models"
             self.stages[name] = stage
         return self.stages[name]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import key_fields, register_section
@@ -70,6 +71,9 @@ class Stage:
     dataset_level: ClassVar[bool] = False
     # Keeps one cached row per item (False for a stage whose output is a folder, e.g. a trained model).
     per_item_rows: ClassVar[bool] = True
+    # A folder under the work directory for files a stage derives once (e.g. converted model weights); set by
+    # the workspace. None where no work directory is known (e.g. a Ray actor): the stage must not need it.
+    model_dir: Path | None = None
 
     def __init__(self, config: Any):
         self.config = config

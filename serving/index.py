@@ -2,12 +2,8 @@
 
 Contract:
 
-- A space (``text``, ``image``, ``audio``) holds one L2-normalised float32 vector per feature key — items
-  with identical content share a key, so they share one vector — in ``IndexIDMap2(IndexFlatIP)``: the
-  inner product is the cosine, and the search is exact. A space may standardize its vectors first
-  (mean/std over the vectors indexed when the space was built; stored with it and applied to queries).
-- Ids are int64s derived from the keys (the first 63 bits of the key's xxh3-128), stable across
-  processes and rebuilds.
+- One space per modality (``text``, ``image``, ``audio``), as described in serving/space.py: exact cosine
+  search over one normalised vector per feature key, int64 ids derived from the keys.
 - Files: ``index.sqlite`` (the sidecar: per space its digest, dimension, statistics and segment files; per
   key its id) and ``<space>-<stamp>.faiss`` segments written with ``faiss.write_index`` (no pickle). A
   build writes one segment; an update writes only the added vectors as a new segment and deletes the
@@ -29,17 +25,17 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .space import Space, empty_index, ids_of, key_id
+
 FORMAT = 1
 READ_CHUNK = 2048
 MAX_SEGMENTS = 8
 SLACK = 0.25  # compact when segments hold this fraction more rows than the live keys
-ID_MASK = (1 << 63) - 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (name TEXT PRIMARY KEY, digest TEXT, dim INTEGER, stats TEXT, segments TEXT);
 CREATE TABLE IF NOT EXISTS keys (space TEXT, key TEXT, id INTEGER, PRIMARY KEY (space, key));
@@ -48,67 +44,13 @@ CREATE TABLE IF NOT EXISTS keys (space TEXT, key TEXT, id INTEGER, PRIMARY KEY (
 Reader = Callable[[list[str]], np.ndarray]  # feature keys -> their vectors, one row each, same order
 
 
-def key_id(key: str) -> int:
-    """A stable int64 id for a feature key (keys are xxh3-128 hex digests)."""
-    return int(key[:16], 16) & ID_MASK
-
-
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float64 first (random-weight CNN outputs are ~1e-11); zero rows stay zero."""
-    v = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+def space_digest(stage_digest: str, standardize: bool) -> str:
+    """What a stored space must match: this file format, the feature stage's digest, the standardization."""
+    return f"{FORMAT}|{stage_digest}|standardize={standardize}"
 
 
 class Rebuild(Exception):
     """Internal: the stored space cannot be trusted (the message says why); build it again."""
-
-
-@dataclass
-class Space:
-    """One loaded space: the faiss index, key <-> id maps, and the standardization (if any)."""
-
-    name: str
-    index: object  # faiss.IndexIDMap2
-    ids: dict[str, int]  # key -> id
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
-
-    @property
-    def dim(self) -> int:
-        return self.index.d
-
-    def prepare(self, vectors: np.ndarray) -> np.ndarray:
-        """Raw feature vectors (n, dim) -> what the index holds: standardized if the space is, unit length."""
-        v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-        if self.mean is not None:
-            v = (v - self.mean) / self.std
-        return normalized(v)
-
-    def vector(self, key: str) -> np.ndarray:
-        """The stored (prepared) vector of an indexed key."""
-        return self.index.reconstruct(self.ids[key])
-
-    def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, cosines) of every indexed vector for one prepared query vector."""
-        scores, ids = self.index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), self.size)
-        return ids[0], scores[0]
-
-
-def _empty(dim: int):
-    import faiss
-
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-
-
-def _ids_of(index) -> np.ndarray:
-    import faiss
-
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
 
 
 class IndexFolder:
@@ -124,7 +66,15 @@ class IndexFolder:
         self.db: sqlite3.Connection | None = None
 
     def __enter__(self) -> "IndexFolder":
-        self.lock.acquire()
+        from filelock import Timeout
+
+        from pipeline.errors import LockBusyError
+
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise LockBusyError(f"the search index {self.folder} is being updated by another process; waited "
+                                f"{self.lock.timeout:g} s. Try again when it has finished.") from None
         self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=60)
         self.db.executescript(SCHEMA)
         return self
@@ -144,29 +94,25 @@ class IndexFolder:
     # ---- sync ----------------------------------------------------------------------------------
     def sync(self, name: str, digest: str, keys: set[str], read: Reader, standardize: bool = False) -> tuple[Space | None, dict]:
         """Load space ``name`` and bring it to exactly ``keys``. Returns (space or None if empty, stats)."""
-        digest = f"{FORMAT}|{digest}|standardize={standardize}"
+        digest = space_digest(digest, standardize)
         try:
-            space = self._load(name, digest)
+            space = self.load(name, digest)
+            live = set(space.ids) if space else set()
+            added, removed = sorted(keys - live), sorted(live - keys)
+            if added and space is None:  # the first vectors of an empty space: a build (fits any statistics)
+                return self.build(name, digest, added, read, standardize), {"added": len(added), "removed": 0, "rebuilt": False}
+            if added or removed:
+                space = self.update(space, added, removed, read)
         except Rebuild as why:
-            space = self._build(name, digest, sorted(keys), read, standardize)
+            space = self.build(name, digest, sorted(keys), read, standardize)
             return space, {"added": space.size if space else 0, "removed": 0, "rebuilt": True, "reason": str(why)}
-        live = set(space.ids) if space else set()
-        added, removed = sorted(keys - live), sorted(live - keys)
-        if added and space is None:  # an empty space gets its first vectors: build it (fits any statistics)
-            space = self._build(name, digest, sorted(keys), read, standardize)
-            return space, {"added": len(added), "removed": 0, "rebuilt": False}
-        if added or removed:
-            try:
-                space = self._update(space, digest, added, removed, read)
-            except Rebuild as why:
-                space = self._build(name, digest, sorted(keys), read, standardize)
-                return space, {"added": space.size if space else 0, "removed": 0, "rebuilt": True, "reason": str(why)}
         return (space if space and space.size else None), {"added": len(added), "removed": len(removed), "rebuilt": False}
 
     def _row(self, name: str):
         return self.db.execute("SELECT digest, dim, stats, segments FROM spaces WHERE name = ?", (name,)).fetchone()
 
-    def _load(self, name: str, digest: str) -> Space | None:
+    def load(self, name: str, digest: str) -> Space | None:
+        """The stored space (None if it holds no keys); raises Rebuild when it cannot be trusted."""
         import faiss
 
         row = self._row(name)
@@ -178,7 +124,8 @@ class IndexFolder:
         ids = {k: i for k, i in self.db.execute("SELECT key, id FROM keys WHERE space = ?", (name,))}
         if not ids:
             return None
-        index, present = None, np.empty(0, np.int64)
+        wanted = np.fromiter(ids.values(), np.int64, len(ids))
+        loaded, present = [], np.empty(0, np.int64)
         for file, rows, size in segments:
             path = self.folder / file
             if not path.is_file() or path.stat().st_size != size:
@@ -189,24 +136,18 @@ class IndexFolder:
                 raise Rebuild(f"segment {file} is unreadable ({str(exc).splitlines()[0][:120]})") from None
             if not isinstance(segment, faiss.IndexIDMap2) or segment.ntotal != rows or segment.d != dim:
                 raise Rebuild(f"segment {file} does not match the sidecar")
-            seg_ids = _ids_of(segment)
-            if index is None:  # the first (usually only) segment is used as it is
-                index, present = segment, seg_ids
-                continue
-            new = ~np.isin(seg_ids, present)  # a key removed and added again is in two segments
-            if new.any():
-                vectors = segment.index.reconstruct_n(0, segment.ntotal)
-                index.add_with_ids(vectors[new], seg_ids[new])
-                present = np.concatenate([present, seg_ids[new]])
-        index = index if index is not None else _empty(dim)
-        wanted = np.fromiter(ids.values(), np.int64, len(ids))
-        stale = present[~np.isin(present, wanted)]
-        if stale.size:
-            index.remove_ids(stale)
-        if index.ntotal != len(ids) or not np.isin(wanted, present).all():
-            raise Rebuild(f"the sidecar lists {len(ids)} keys but the segments hold {index.ntotal} of them")
+            seg_ids = ids_of(segment)
+            # vectors of keys removed since (the sidecar no longer lists them), or held by an earlier segment
+            # (a key removed and added again)
+            drop = ~np.isin(seg_ids, wanted) | np.isin(seg_ids, present)
+            if drop.any():
+                segment.remove_ids(seg_ids[drop])
+            loaded.append(segment)
+            present = np.concatenate([present, seg_ids[~drop]])
+        if present.size != len(ids) or not np.isin(wanted, present).all():
+            raise Rebuild(f"the sidecar lists {len(ids)} keys but the segments hold {present.size} of them")
         mean, std = (np.asarray(stats["mean"]), np.asarray(stats["std"])) if stats else (None, None)
-        return Space(name, index, ids, mean, std)
+        return Space(name, loaded, ids, mean, std)
 
     def _vectors(self, keys: list[str], read: Reader, desc: str) -> np.ndarray:
         from tqdm import tqdm
@@ -219,7 +160,8 @@ class IndexFolder:
                 bar.update(len(chunk))
         return np.concatenate(parts)
 
-    def _build(self, name: str, digest: str, keys: list[str], read: Reader, standardize: bool) -> Space | None:
+    def build(self, name: str, digest: str, keys: list[str], read: Reader, standardize: bool) -> Space | None:
+        """Build the space from scratch (fitting the standardization), replacing whatever was stored."""
         if not keys:
             self._commit(name, digest, 0, None, [], replace_keys={})
             return None
@@ -228,17 +170,21 @@ class IndexFolder:
         if standardize:
             spread = raw.astype(np.float64).std(0)
             mean, std = raw.astype(np.float64).mean(0), np.where(spread > 0, spread, 1.0)
-        space = Space(name, _empty(raw.shape[1]), {k: key_id(k) for k in keys}, mean, std)
+        index = empty_index(raw.shape[1])
+        space = Space(name, [index], {k: key_id(k) for k in keys}, mean, std)
         _check_unique(space.ids)
-        space.index.add_with_ids(space.prepare(raw), np.fromiter(space.ids.values(), np.int64, len(keys)))
-        segment = self._write_segment(name, space.index)
+        index.add_with_ids(space.prepare(raw), np.fromiter(space.ids.values(), np.int64, len(keys)))
+        segment = self._write_segment(name, index)
         stats = {"mean": mean.tolist(), "std": std.tolist()} if standardize else None
         self._commit(name, digest, space.dim, stats, [segment], replace_keys=space.ids)
         return space
 
-    def _update(self, space: Space, digest: str, added: list[str], removed: list[str], read: Reader) -> Space:
+    def update(self, space: Space, added: list[str], removed: list[str], read: Reader) -> Space:
+        """Remove and add keys in memory and on disk (a segment of the added vectors + one sidecar transaction)."""
         if removed:
-            space.index.remove_ids(np.array([space.ids.pop(k) for k in removed], np.int64))
+            gone = np.array([space.ids.pop(k) for k in removed], np.int64)
+            for segment in space.segments:
+                segment.remove_ids(gone)
         segments = json.loads(self._row(space.name)[3])
         new_ids = {}
         if added:
@@ -248,13 +194,14 @@ class IndexFolder:
             new_ids = {k: key_id(k) for k in added}
             _check_unique({**space.ids, **new_ids})
             vectors, ids = space.prepare(raw), np.fromiter(new_ids.values(), np.int64, len(added))
-            delta = _empty(space.dim)
+            delta = empty_index(space.dim)
             delta.add_with_ids(vectors, ids)
-            space.index.add_with_ids(vectors, ids)
+            space.segments.append(delta)
             space.ids.update(new_ids)
             segments.append(self._write_segment(space.name, delta))
         if len(segments) > MAX_SEGMENTS or sum(s[1] for s in segments) > (1 + SLACK) * space.size + 64:
-            segments = [self._write_segment(space.name, space.index)] if space.size else []
+            space.segments = [space.merged()] if space.size else []
+            segments = [self._write_segment(space.name, space.segments[0])] if space.size else []
         with self.db:
             self.db.executemany("DELETE FROM keys WHERE space = ? AND key = ?", [(space.name, k) for k in removed])
             self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", [(space.name, k, i) for k, i in new_ids.items()])

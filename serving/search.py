@@ -28,7 +28,8 @@ from pipeline.errors import CacheCorruptError, SearchError
 from pipeline.manifest import Item
 from stages.fuse import MODALITIES, feature_keys
 
-from .index import IndexFolder, Space
+from .index import IndexFolder
+from .space import Space
 from .query import Encoded
 
 CHOICES = ("all", *MODALITIES)
@@ -40,12 +41,21 @@ SEARCH_THREADS = int(os.environ.get("MMP_SEARCH_THREADS", "1"))
 
 @dataclass
 class _Table:
-    """One space's item layout: sorted vector ids, and for each (item, key) pair the item's row and the
-    key's position among the sorted ids."""
+    """One space's layout: vector ids in the order the space stores (and scores) them, that order sorted,
+    and for each (item, key) pair the item's row and the key's position in storage order."""
 
     ids: np.ndarray
+    sorter: np.ndarray
     pair_item: np.ndarray
     pair_pos: np.ndarray
+
+    def by_position(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Scores in storage order (as the space returns them, unless its layout changed)."""
+        if np.array_equal(ids, self.ids):
+            return scores
+        out = np.empty(self.ids.size, np.float32)
+        out[self.sorter[np.searchsorted(self.ids, ids, sorter=self.sorter)]] = scores
+        return out
 
 
 def problem(encoded: Encoded, modality: str) -> str:
@@ -92,10 +102,12 @@ class Searcher:
         return read
 
     def _table(self, space: Space, by_item: dict[str, str]) -> _Table:
-        ids = np.sort(np.fromiter(space.ids.values(), np.int64, space.size))
+        ids = space.stored_ids()
+        sorter = np.argsort(ids)
         pairs = [(self._row[i], space.ids[k]) for i, k in by_item.items()]
         rows = np.array([r for r, _ in pairs], np.int64)
-        return _Table(ids, rows, np.searchsorted(ids, np.array([i for _, i in pairs], np.int64)))
+        positions = sorter[np.searchsorted(ids, np.array([i for _, i in pairs], np.int64), sorter=sorter)]
+        return _Table(ids, sorter, rows, positions)
 
     # ---- queries -------------------------------------------------------------------------------
     def search(self, encoded: Encoded, k: int = 10, modality: str = "all", exclude: set[str] = frozenset()) -> list[dict]:
@@ -135,7 +147,8 @@ class Searcher:
         return self._items.get(item_id)
 
     def cleaned_text(self, item_id: str) -> str | None:
-        """The item's cleaned text from the clean_text cache (None if it has none or it is not computed)."""
+        """The item's cleaned text from the clean_text cache (None if it has none or it is not computed).
+        Reads through ``ws.store``, whose SQLite connection belongs to the thread that opened ``ws``."""
         if item_id not in self._items:
             return None
         if self._clean_keys is None:
@@ -173,8 +186,7 @@ class Searcher:
         for m, query in vectors.items():
             table = self._tables[m]
             ids, scores = self._spaces[m].scores(query)
-            by_key = np.empty(table.ids.size, np.float32)
-            by_key[np.searchsorted(table.ids, ids)] = scores
+            by_key = table.by_position(ids, scores)
             per[m] = np.full(n, np.nan, np.float32)
             per[m][table.pair_item] = by_key[table.pair_pos]
             total[table.pair_item] += by_key[table.pair_pos]
@@ -184,11 +196,11 @@ class Searcher:
             if item_id in self._row:
                 mean[self._row[item_id]] = -np.inf
         candidates = np.flatnonzero(np.isfinite(mean))
+        if k < candidates.size:  # the k best, plus whatever ties with the k-th (identical content comes along)
+            kth = -np.partition(-mean[candidates], k - 1)[k - 1]
+            candidates = candidates[mean[candidates] >= kth]
         order = candidates[np.argsort(-mean[candidates], kind="stable")]  # ties keep manifest order
-        end = min(k, order.size)
-        while end < order.size and end > 0 and mean[order[end]] == mean[order[end - 1]]:
-            end += 1  # identical content (an identical score) comes with the k-th result
-        return [self._result(r, mean[r], {m: s[r] for m, s in per.items() if not np.isnan(s[r])}) for r in order[:end]]
+        return [self._result(r, mean[r], {m: s[r] for m, s in per.items() if not np.isnan(s[r])}) for r in order]
 
     def _result(self, row: int, score: float, parts: dict[str, float]) -> dict:
         item = self._items[self._order[row]]

@@ -35,7 +35,7 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--modality", choices=["all", "text", "image", "audio"], default="all",
                    help="space to search (default all: an item's score is the mean cosine over the modalities "
                    "present in both the query and the item)")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10; items with content identical "
+    p.add_argument("-k", type=int, default=10, metavar="N", help="results per query (default 10; items with content identical "
                    "to the k-th come with it; a k beyond the index returns every item)")
     p.add_argument("--json", action="store_true", help='one line per query: {"query": ID, "results": [{"id", '
                    '"score", "label", "split", "modalities"}]} ("query" is "query" for a single query)')
@@ -45,6 +45,14 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--rebuild", action="store_true", help="rebuild every index from the cache (refits statistics)")
     common(p)
     p.set_defaults(handler=cmd_index)
+
+
+def _load(args):
+    """(config, manifest items); the stages (and so their config sections) are registered first."""
+    import stages  # noqa: F401
+    from pipeline.cli import _load as load_config_and_items
+
+    return load_config_and_items(args)
 
 
 def _open(args, config, items, quiet: bool):
@@ -70,8 +78,6 @@ def _update_line(searcher) -> str:
 
 
 def cmd_index(args) -> int:
-    from pipeline.cli import _load
-
     from .index import IndexFolder
 
     config, items = _load(args)
@@ -108,8 +114,6 @@ def _queries(args, config):
 
 
 def cmd_search(args) -> int:
-    from pipeline.cli import _load
-
     from .search import problem
 
     config, items = _load(args)

@@ -9,7 +9,6 @@ forward pass pads little, run in ``model_batch_size`` chunks under ``torch.infer
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
+from pipeline.fs import package_folder
 from pipeline.stage import Stage, register
 
 WEIGHT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -57,10 +57,10 @@ def resolve_model(spec: str) -> Path | str:
     """A local directory for a path or package:NAME/SUBDIR; the hub id itself otherwise."""
     if spec.startswith("package:"):
         package, _, sub = spec[len("package:") :].partition("/")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
+        folder = package_folder(package)
+        if folder is None:
             raise ConfigError(f"bert.model {spec!r}: Python package {package!r} is not installed")
-        path = Path(list(found.submodule_search_locations)[0]) / sub
+        path = Path(folder) / sub
         if not (path / "config.json").is_file():
             raise ConfigError(f"bert.model {spec!r}: no config.json in {path}")
         return path

@@ -52,8 +52,8 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
 
     try:
         info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        info = None
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        info, reason = None, str(getattr(exc, "error_string", None) or exc).rstrip(".")
     if info is not None:
         if info.frames == 0 or info.samplerate <= 0:
             raise EmptyAudio(f"audio holds no samples ({info.format}, {info.frames} frames)")
@@ -66,20 +66,21 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
         return samples, sr
-    return _decode_other(data, max_seconds)
+    return _decode_other(data, max_seconds, reason)
 
 
-def _decode_other(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Formats libsndfile does not read, through audioread (ffmpeg/gstreamer where installed)."""
+def _decode_other(data: bytes, max_seconds: float, reason: str) -> tuple[np.ndarray, int]:
+    """Formats libsndfile does not read (``reason``: its error), through audioread (ffmpeg/gstreamer
+    where installed)."""
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:  # audioread's backends want a file name
         tmp.write(data)
         tmp.flush()
-        return _audioread(tmp.name, max_seconds)
+        return _audioread(tmp.name, max_seconds, reason)
 
 
-def _audioread(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+def _audioread(path: str, max_seconds: float, reason: str) -> tuple[np.ndarray, int]:
     import audioread
 
     try:
@@ -91,7 +92,7 @@ def _audioread(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
             for block in f:
                 buf.write(block)
     except audioread.NoBackendError:
-        raise AudioDecodeError("not a readable audio file (libsndfile cannot read it and no other decoder can)") from None
+        raise AudioDecodeError(f"not a readable audio file (libsndfile: {reason}; no other decoder can read it)") from None
     except (audioread.DecodeError, OSError, EOFError) as exc:
         raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
     samples = np.frombuffer(buf.getvalue(), dtype="<i2").astype(np.float32) / 32768.0

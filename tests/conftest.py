@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -11,3 +13,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import stages  # noqa: E402,F401  (registers the stages and their config sections, as the CLI does)
 import serving.settings  # noqa: E402,F401  (registers [serve], as the CLI does)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_bert_for_cli_tests():
+    """dummies.SMALL points bert.model at this tiny BERT (the packaged MiniLM is loaded by one test only)."""
+    from tiny_models import shared_tiny_bert
+
+    shared_tiny_bert()

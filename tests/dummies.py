@@ -10,8 +10,9 @@ import numpy as np
 
 import stages  # noqa: F401  (registers the stages and their config sections, as the CLI does)
 from pipeline.cli import main
+from tiny_models import SHARED_TINY_BERT
 
-# Small sizes keep the suite fast; the code paths are the real ones.
+# Small sizes and a tiny BERT keep the suite fast; the code paths are the real ones.
 SMALL = [
     "clean_image.size=32",
     "clean_audio.duration=0.5",
@@ -23,8 +24,14 @@ SMALL = [
     "run.lock_timeout=0.5",
     'cnn.weights="none"',
     "cnn.batch_size=4",
+    f"bert.model={SHARED_TINY_BERT}",
 ]
 ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc"]
+
+
+def small_args(*extra: str) -> list[str]:
+    """SMALL as --set arguments, then extra ones."""
+    return [a for s in SMALL for a in ("--set", s)] + list(extra)
 
 
 def only(**computed: int) -> dict[str, int]:

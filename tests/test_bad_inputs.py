@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 
 import bad_inputs
-from dummies import ALL_STAGES, SMALL, make_items, run, write_manifest
+from dummies import ALL_STAGES, make_items, run, small_args, write_manifest
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load
 
-CAP = ["--set", "clean_audio.max_input_seconds=3"]
+CAP = [a for cap in bad_inputs.CAPS for a in ("--set", cap)]
 MODEL_STAGES = {"bert", "cnn"}  # mfcc is batch-invariant: compared bit for bit
 
 
@@ -31,8 +31,7 @@ def test_bad_input_corpus(tmp_path):
 
     report = run(mixed, tmp_path / "mixed", *CAP)  # exit 0: item failures are reported, not fatal
     failures = {f["id"]: f for f in report["failures"]}
-    assert main(["features", "-m", str(mixed), "-w", str(tmp_path / "mixed"), "-q", "--strict", *CAP,
-                 *[a for s in SMALL for a in ("--set", s)]]) == 1
+    assert main(["features", "-m", str(mixed), "-w", str(tmp_path / "mixed"), "-q", "--strict", *small_args(*CAP)]) == 1
 
     exports = {s: export(mixed, tmp_path / "mixed", s, tmp_path) for s in ALL_STAGES}
     for item_id, column, _, expect in entries:
@@ -41,13 +40,17 @@ def test_bad_input_corpus(tmp_path):
         if expect == "ok":
             assert item_id not in failures, failures.get(item_id)
             assert item_id in exports[stage].index and item_id in exports[feature].index
-        elif expect == "ok or AudioDecodeError":
-            assert item_id in exports[stage].index or failures[item_id]["error"] == "AudioDecodeError"
-        else:
+        else:  # exactly the outcome README's table names, with the item and the cause in the message
             f = failures[item_id]
-            assert (f["stage"], f["error"]) == expect, f
-            assert item_id in f["message"] and len(f["message"]) > len(item_id) + 10
-    assert set(failures) <= {e[0] for e in entries}  # no good item failed
+            assert (f["stage"], f["error"]) == expect[:2], f
+            assert f["message"].startswith(f"item {item_id}: ") and expect[2] in f["message"], f
+            assert item_id not in exports[stage].index
+    assert set(failures) == {e[0] for e in entries if e[3] != "ok"}  # no good item failed
+    # Refused before reading: an oversized file is never even hashed.
+    import sqlite3
+
+    hashed = {p for (p,) in sqlite3.connect(tmp_path / "mixed" / "cache" / "raw_hashes.sqlite").execute("SELECT path FROM raw_files")}
+    assert str((data / "img" / "oversize.png").resolve()) not in hashed and str((data / "img" / "cmyk.jpg").resolve()) in hashed
 
     # Odd-but-valid inputs come out right.
     img = exports["clean_image"]

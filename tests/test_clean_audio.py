@@ -62,8 +62,8 @@ def test_rms_normalization():
 
 
 def test_named_errors(tmp_path):
-    with pytest.raises(InvalidSamples):
-        clean_audio(np.array([[0.1], [np.nan], [0.2]], np.float32), 8000, CFG)
+    with pytest.raises(InvalidSamples, match="audio contains 2 NaN or infinite samples"):
+        clean_audio(np.array([[0.1], [np.nan], [0.2], [-np.inf]], np.float32), 8000, CFG)
     with pytest.raises(SilentAudio):
         clean_audio(np.zeros((8000, 1), np.float32), 8000, CFG)
     empty = tmp_path / "empty.wav"
@@ -76,7 +76,7 @@ def test_named_errors(tmp_path):
         run_file(header_only)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(np.random.default_rng(0).bytes(3000))
-    with pytest.raises(AudioDecodeError):
+    with pytest.raises(AudioDecodeError, match="libsndfile: Format not recognised"):
         run_file(junk)
     long = tmp_path / "long.wav"
     sf.write(long, tone(8000, 3.0), 8000)

@@ -20,10 +20,38 @@ def check(arr):
     assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "I;16", "I", "F", "1"])
+def mode_image(mode: str) -> tuple[Image.Image, tuple[int, int, int]]:
+    """A uniform 50x40 image in `mode` and the RGB it must become. 16-bit (and I/F holding 16-bit values)
+    scale by 255/65535; I/F holding 0..255 stay as they are; alpha 255 is opaque."""
+    size = (50, 40)
+    if mode in ("RGB", "RGBA"):
+        return Image.new(mode, size, (10, 200, 30, 255)[: len(mode)]), (10, 200, 30)
+    if mode in ("L", "LA"):
+        return Image.new(mode, size, (124, 255)[: len(mode)]), (124, 124, 124)
+    if mode == "P":
+        img = Image.new("P", size, 1)
+        img.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+        return img, (10, 200, 30)
+    if mode == "1":
+        return Image.new("1", size, 1), (255, 255, 255)
+    if mode == "I;16":
+        return Image.fromarray(np.full(size[::-1], 124 * 257, np.uint16)), (124, 124, 124)
+    if mode == "I16-in-I":
+        return Image.fromarray(np.full(size[::-1], 200 * 257, np.int32)), (200, 200, 200)
+    if mode == "I":
+        return Image.fromarray(np.full(size[::-1], 77, np.int32)), (77, 77, 77)
+    if mode == "F":
+        return Image.fromarray(np.full(size[::-1], 99.0, np.float32)), (99, 99, 99)
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "I;16", "I", "I16-in-I", "F", "1"])
 def test_every_mode_becomes_rgb(mode):
-    img = Image.new("RGB", (50, 40), (10, 200, 30)).convert(mode)
-    check(clean_image(encode(img, "TIFF" if mode in ("I", "F") else "PNG"), CFG))
+    img, want = mode_image(mode)
+    assert img.mode == {"I16-in-I": "I"}.get(mode, mode)
+    out = clean_image(encode(img, "TIFF" if img.mode in ("I", "F") else "PNG"), CFG)
+    check(out)
+    assert (np.abs(out.astype(int) - want) <= 1).all(), (out.reshape(-1, 3).min(0), out.reshape(-1, 3).max(0), want)
 
 
 def test_cmyk_jpeg():
@@ -53,15 +81,17 @@ def test_palette_with_transparency():
     assert (out == [0, 255, 0]).all()
 
 
-def test_exif_orientation_applied():
+@pytest.mark.parametrize("orientation,stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                                  (3, Image.Transpose.ROTATE_180)])
+def test_exif_orientation_applied(orientation, stored_as):
     img = Image.new("RGB", (80, 40), (0, 0, 0))
-    img.paste((255, 255, 255), (0, 0, 40, 40))  # left half white
-    stored = img.transpose(Image.Transpose.ROTATE_90)  # 40x80, white at the bottom
+    img.paste((255, 255, 255), (0, 0, 40, 40))  # upright: left half white
+    stored = img.transpose(stored_as)  # what a camera held that way writes; the tag says how to turn it back
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = orientation
     out = clean_image(encode(stored, "JPEG", exif=exif, quality=95), CleanImageConfig(size=40))
-    # Displayed upright again: 80x40 -> shorter side 40, centre crop of the middle: split left/right
-    assert out[:, :10].mean() > out[:, -10:].mean() + 100 or out[:, :10].mean() + 100 < out[:, -10:].mean()
+    # Upright again: 80x40 -> shorter side 40, centre crop; white on the left, black on the right.
+    assert out[:, :12].mean() > 230 and out[:, -12:].mean() < 25
 
 
 def test_resize_shorter_side_and_centre_crop():
@@ -80,8 +110,24 @@ def test_tiny_and_animated():
     assert out[..., 0].mean() > 200  # first frame
 
 
-def test_decompression_bomb_refused_before_decoding():
-    img = Image.new("1", (12000, 12000))
+def test_decompression_bomb_refused_before_decoding(monkeypatch):
+    """A header claiming more than max_pixels, over a body that would not even decode: only a check of the
+    header can say DecompressionBomb, and no pixel decoder runs."""
+    from PIL import ImageFile
+
+    from bad_inputs import bomb_png
+
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or real_load(self))
+    data = bomb_png(4000, 3000)  # 12 M pixels claimed; a body that is not a valid zlib stream
+    with pytest.raises(DecompressionBomb, match=r"4000x3000 = 12,000,000 pixels, over clean_image.max_pixels = 10,000,000"):
+        clean_image(data, CleanImageConfig(size=32, max_pixels=10_000_000))
+    assert decoded == []
+    with pytest.raises(ImageDecodeError, match="cannot be decoded"):  # under the cap, the same file fails to decode
+        clean_image(data, CleanImageConfig(size=32, max_pixels=20_000_000))
+    assert decoded == [1]
+    img = Image.new("1", (12000, 12000))  # 144 M pixels: over Pillow's own bomb limit too
     with pytest.raises(DecompressionBomb, match="pixels"):
         clean_image(encode(img), CleanImageConfig(size=32, max_pixels=50_000_000))
 

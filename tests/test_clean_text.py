@@ -36,7 +36,7 @@ def test_lowercase_and_length_cap():
 def test_invalid_utf8_is_named_error_or_replaced(tmp_path):
     p = tmp_path / "t.txt"
     p.write_bytes(b"caf\xe9 ok")
-    with pytest.raises(TextDecodeError, match="not valid UTF-8"):
+    with pytest.raises(TextDecodeError, match=r"not valid UTF-8 \(byte 3: b'\\xe9 ok'\)"):  # the offset of the bad byte
         stage().process_one({"path": str(p), "text": None})
     assert stage(encoding_errors="replace").process_one({"path": str(p), "text": None})["text"] == "caf\ufffd ok"
 

@@ -19,7 +19,7 @@ def test_stage_equals_direct_keras_call(tmp_path, suffix):
     # A whole saved model may be any backbone; a weights file must match the configured architecture
     # (MobileNetV2, alpha 1.0), which the stage builds before loading the weights into it.
     model = tiny_cnn(path, alpha=0.35 if suffix == ".keras" else 1.0)
-    stage = Cnn(CnnConfig(weights=str(path), batch_size=4))
+    stage = Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path), batch_size=4))
     stage.ensure_ready()
     x = images(6)  # 6 = one full batch of 4 + a padded batch
     got = np.stack([o["cnn"] for o in stage.process([{"image": im} for im in x])])
@@ -36,17 +36,22 @@ def test_random_weights_are_seeded_and_labelled():
     first = a.features(x)
     b = Cnn(CnnConfig(weights="none", seed=5, batch_size=2))
     b.ensure_ready()
-    np.testing.assert_array_equal(first, b.features(x))
+    np.testing.assert_array_equal(first, b.features(x))  # same seed: the same features, bit for bit
+    c = Cnn(CnnConfig(weights="none", seed=6, batch_size=2))
+    c.ensure_ready()
+    other = c.features(x)
+    assert other.shape == first.shape and np.abs(other - first).max() > 1e-3 * np.abs(first).max()  # another seed: others
+    assert a.digest() == b.digest() != c.digest()  # and other cache keys
     assert "random:5" in a.describe_run()["weights"] and "no pretrained" in a.describe_run()["weights"]
 
 
 def test_weights_identity_and_errors(tmp_path):
     path = tmp_path / "w.weights.h5"
     path.write_bytes(b"one")
-    k1 = Cnn(CnnConfig(weights=str(path))).digest()
+    k1 = Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path))).digest()
     path.write_bytes(b"two")
-    assert Cnn(CnnConfig(weights=str(path))).digest() != k1
-    assert Cnn(CnnConfig(weights="imagenet")).identity() == {"weights": "imagenet:MobileNetV2"}
+    assert Cnn(CnnConfig(backbone="MobileNetV2", weights=str(path))).digest() != k1
+    assert Cnn(CnnConfig(backbone="MobileNetV2", weights="imagenet")).identity() == {"weights": "imagenet:MobileNetV2"}
     with pytest.raises(ConfigError, match="not found"):
         Cnn(CnnConfig(weights=str(tmp_path / "nope.keras"))).identity()
 

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, write_audio, write_manifest
+from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, small_args, write_audio, write_manifest
 
 
 def test_first_run_then_noop(tmp_path):
@@ -58,9 +58,7 @@ def test_status_explains_why(tmp_path, capsys):
     write_audio(data / "aud" / "1.wav", seed=77)
     m2 = write_manifest(data / "m2.csv", make_items(data, 4, 2))
     capsys.readouterr()
-    main(["status", "-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), "--set", "clean_image.size=32",
-          "--set", "clean_audio.duration=0.5", "--set", "clean_audio.sample_rate=8000", "--set", "mfcc.n_mfcc=7",
-          "--set", "mfcc.n_fft=256", "--set", "mfcc.hop_length=128", "--set", "mfcc.n_mels=32"])
+    main(["status", "-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), *small_args("--set", "mfcc.n_mfcc=7")])
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "fresh      4" in lines["clean_image"] and "2 new item" in lines["clean_image"]
@@ -104,22 +102,29 @@ def test_export_is_readable_by_pandas(tmp_path):
     assert len(df["mfcc"].iloc[0]) == 26
 
 
-def test_gc_removes_unreferenced_entries(tmp_path):
-    from pipeline.store import Store
+def test_gc_removes_exactly_the_unreferenced_entries(tmp_path, capsys):
+    from test_cache_commands import committed
 
     data = tmp_path / "data"
     m = write_manifest(data / "m.csv", make_items(data, 0, 4))
     run(m, tmp_path / "w")
+    old = committed(tmp_path / "w")
     run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
-    store = Store(tmp_path / "w")
-    assert len(store.committed("mfcc")) == 8
-    store.close()
+    both = committed(tmp_path / "w")
+    new_mfcc = both["mfcc"] - old["mfcc"]
+    assert len(old["mfcc"]) == len(new_mfcc) == 4 and {s: k for s, k in both.items() if s != "mfcc"} == {
+        s: k for s, k in old.items() if s != "mfcc"}
+    files = sorted(p.name for p in (tmp_path / "w" / "cache").rglob("*.parquet"))
+    capsys.readouterr()
+    run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", command="gc --dry-run")
+    out = capsys.readouterr().out
+    would = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert set(STAGES) <= set(would) and would.pop("mfcc") == "4 entries would be removed"
+    assert set(would.values()) == {"0 entries would be removed"}  # every other stage, fuse and train included
+    assert committed(tmp_path / "w") == both and sorted(p.name for p in (tmp_path / "w" / "cache").rglob("*.parquet")) == files
     run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", command="gc")
-    store = Store(tmp_path / "w")
-    assert len(store.committed("mfcc")) == 4 and len(store.committed("clean_audio")) == 4
-    files = list((tmp_path / "w" / "cache" / "mfcc").iterdir())
-    assert len(files) == 1
-    store.close()
+    assert committed(tmp_path / "w") == {**both, "mfcc": new_mfcc}  # the old setting's entries only
+    assert len(list((tmp_path / "w" / "cache" / "mfcc").iterdir())) == 1  # compacted
     report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
     assert counts(report, "computed") == {s: 0 for s in STAGES}
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, write_audio, write_manifest
+from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, small_args, write_audio, write_manifest
 from pipeline.cli import main
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+STAGES_IN_ORDER = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc"]  # the order stages commit in
 
 
 def test_bad_items_are_named_failures_and_the_run_goes_on(tmp_path):
@@ -30,8 +31,7 @@ def test_bad_items_are_named_failures_and_the_run_goes_on(tmp_path):
     assert "item002" in by_item[("clean_audio", "item002")]["message"]
     assert by_item[("clean_text", "item003")]["error"] == "EmptyText"
     assert counts(report, "computed") == {s: 3 for s in STAGES}
-    assert main(["features", "-m", str(data / "m.csv"), "-w", str(tmp_path / "w"), "-q", "--strict",
-                 "--set", "clean_image.size=32", "--set", "clean_audio.duration=0.5", "--set", 'cnn.weights="none"']) == 1
+    assert main(["features", "-m", str(data / "m.csv"), "-w", str(tmp_path / "w"), "-q", "--strict", *small_args()]) == 1
 
 
 def test_failed_items_are_retried(tmp_path):
@@ -101,7 +101,11 @@ def test_crash_between_shard_write_and_commit_recovers(tmp_path, at):
     orphans = list((tmp_path / "w" / "cache").glob("*/*.parquet"))
     assert orphans  # the uncommitted shard is on disk
     report = run(m, tmp_path / "w", "--set", "cache.shard_rows=2")
-    assert sum(counts(report, "computed").values()) + sum(counts(report, "cached").values()) == 30
+    # Each stage commits its one batch as one shard, in stage order; the crash lost the at-th shard only:
+    # the stages committed before it are all cached, the rest all computed.
+    done = STAGES_IN_ORDER[: at - 1]
+    assert counts(report, "cached") == {s: 5 if s in done else 0 for s in STAGES}
+    assert counts(report, "computed") == {s: 0 if s in done else 5 for s in STAGES}
     assert report["failures"] == []
     run(m, tmp_path / "ref")
     for stage in STAGES:
@@ -125,6 +129,54 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path):
     assert counts(report, "computed")["clean_audio"] == 4 and counts(report, "computed")["mfcc"] == 4
     assert counts(report, "cached")["clean_text"] == 4  # the replanned attempt's counts, not both attempts'
     assert report["failures"] == []
+
+
+HOLDER = """
+import sys, time
+sys.path[:0] = [{root!r}, {tests!r}]
+from stages.clean_text import CleanText
+original = CleanText.process_one
+
+def slow(self, record):
+    if record["id"] == "item002":  # items 0 and 1 are committed by now (one per shard)
+        print("holding", flush=True)
+        time.sleep(60)
+    return original(self, record)
+
+CleanText.process_one = slow
+from pipeline.cli import main
+sys.argv = ["mmp", *sys.argv[1:]]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_busy_work_directory_names_the_run_holding_it_and_ctrl_c_keeps_its_work(tmp_path, capsys):
+    """A real run holds the lock: a second run is refused (exit 4) naming its pid, host, command and start
+    time. Ctrl-C (SIGINT) then stops the holder with exit 130, and the items it committed stay committed."""
+    import signal
+    import socket
+
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 5))
+    args = ["run", "clean_text", "-m", str(m), "-w", str(tmp_path / "w"), "-q",
+            *small_args("--set", "clean_text.batch_size=1", "--set", "cache.shard_rows=1")]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT), tests=str(HERE)), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        code = main(["features", "-m", str(m), "-w", str(tmp_path / "w"), "-q", *small_args()])
+        assert code == 4 and time.monotonic() - started < 10
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid} on {socket.gethostname()} running 'mmp {' '.join(args)}' since 20" in err, err
+        holder.send_signal(signal.SIGINT)
+        _, holder_err = holder.communicate(timeout=60)
+        assert holder.returncode == 130, holder_err
+        assert "interrupted: committed work is kept" in holder_err and "Traceback" not in holder_err
+    finally:
+        holder.kill()
+        holder.wait()
+    report = run(m, tmp_path / "w", command="run clean_text")
+    assert counts(report, "cached")["clean_text"] == 2 and counts(report, "computed")["clean_text"] == 3
 
 
 HOLD = """

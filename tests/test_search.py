@@ -2,6 +2,7 @@
 scoring; incremental index updates with exact counts; untrusted index files rebuilt; query errors."""
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -12,8 +13,8 @@ import pytest
 import xxhash
 
 from dummies import SMALL, make_items, run, write_manifest
-from tiny_models import tiny_bert
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["the man is eating food", "login password cannot app crash", "payment refund a piece of bread",
          "riding horse the man", "app crash login", "refund payment"]
 
@@ -34,16 +35,15 @@ def setup(tmp_path_factory):
     rows.append({**rows[0], "id": "dup", "image": "img/dup.png", "audio": "aud/dup.wav"})
     rows.append({"id": "textonly", "split": "train", "label": "b", "text": "horse riding food", "image": "", "audio": ""})
     manifest = write_manifest(root / "m.csv", rows)
-    bert = f"bert.model={tiny_bert(root / 'bert')}"
-    run(manifest, root / "w", "--set", bert)
-    return {"root": root, "manifest": manifest, "bert": bert, "rows": rows, "work": root / "w"}
+    run(manifest, root / "w")  # dummies.SMALL: tiny sizes, random CNN, the shared tiny BERT
+    return {"root": root, "manifest": manifest, "rows": rows, "work": root / "w"}
 
 
 def mmp(setup, *args, manifest=None, workdir=None, config=(), capsys=None):
     from pipeline.cli import main
 
     argv = ["-m", str(manifest or setup["manifest"]), "-w", str(workdir or setup["work"]), "--quiet"]
-    for s in SMALL + [setup["bert"], *config]:
+    for s in SMALL + list(config):
         argv += ["--set", s]
     code = main([args[0], *argv, *args[1:]])
     out, err = capsys.readouterr() if capsys else ("", "")
@@ -62,7 +62,7 @@ def open_searcher(setup, rows=None, config=(), workdir=None):
     from pipeline.runner import Workspace
     from serving.search import Searcher
 
-    cfg = Config.load(None, SMALL + [setup["bert"], *config])
+    cfg = Config.load(None, SMALL + list(config))
     manifest = setup["manifest"] if rows is None else write_manifest(setup["root"] / "sub.csv", rows)
     ws = Workspace(workdir or setup["work"], cfg)
     return ws, Searcher(ws, load([str(manifest)]))
@@ -105,7 +105,7 @@ def test_all_scores_are_the_mean_over_shared_modalities(setup):
 
     ws, searcher = open_searcher(setup)
     try:
-        encoder = QueryEncoder(Config.load(None, SMALL + [setup["bert"]]))
+        encoder = QueryEncoder(Config.load(None, SMALL))
         query = query_item("q", text=TEXTS[1], audio="aud/2.wav", base=str(setup["root"]))
         (encoded,) = encoder.encode([query])
         combined = {r["id"]: r for r in searcher.search(encoded, k=100)}
@@ -159,7 +159,8 @@ def test_terminal_table_shows_cleaned_text(setup, capsys):
     code, out, _ = mmp(setup, "search", "--text", "refund payment", "-k", "2", capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("query (text): 2 result(s)") and "refund payment" in lines[2]
+    assert lines[0].startswith("query (text): ") and lines[1].split()[:3] == ["rank", "score", "id"]
+    assert lines[2].split()[2] == "item005" and lines[2].endswith("refund payment")
 
 
 def test_no_indexed_items_for_a_modality_is_a_clear_error(setup, tmp_path, capsys):
@@ -167,7 +168,7 @@ def test_no_indexed_items_for_a_modality_is_a_clear_error(setup, tmp_path, capsy
 
     rows = [{"id": "t1", "text": "payment refund"}, {"id": "t2", "text": "login password"}]
     manifest = write_manifest(tmp_path / "text.csv", rows)
-    run(manifest, tmp_path / "w", "--set", setup["bert"])
+    run(manifest, tmp_path / "w")
     code, _, err = mmp(setup, "search", "--audio", str(setup["root"] / "aud" / "1.wav"),
                        manifest=manifest, workdir=tmp_path / "w", capsys=capsys)
     assert code == 2 and "no items with audio features are indexed; run mmp features" in err
@@ -188,7 +189,7 @@ def test_incremental_updates_add_and_remove_exactly_the_change(setup):
     assert again.update_stats == {m: {"added": 0, "removed": 0, "rebuilt": False} for m in ("text", "image", "audio")}
     new = _rows(setup["root"], 20, 3, ["bread horse", "cannot eating", "piece of food"])
     grown = write_manifest(setup["root"] / "grown.csv", base + new)
-    run(grown, setup["work"], "--set", setup["bert"])
+    run(grown, setup["work"])
     ws, searcher = open_searcher(setup, rows=base + new)
     results = searcher.like("item020", k=1, modality="text")
     ws.close()
@@ -232,7 +233,7 @@ def test_untrusted_index_is_rebuilt_with_the_same_results(setup, capsys, how):
 
 def test_changed_feature_config_rebuilds_only_that_space(setup, capsys):
     changed = ["mfcc.n_mfcc=12"]
-    run(setup["manifest"], setup["work"], "--set", setup["bert"], "--set", changed[0])
+    run(setup["manifest"], setup["work"], "--set", changed[0])
     ws, searcher = open_searcher(setup, config=changed)
     ws.close()
     assert searcher.update_stats["audio"]["rebuilt"] is True
@@ -240,8 +241,13 @@ def test_changed_feature_config_rebuilds_only_that_space(setup, capsys):
     assert searcher.update_stats["text"] == {"added": 0, "removed": 0, "rebuilt": False}
     (answer,), _ = search_json(setup, capsys, "--audio", str(setup["root"] / "aud" / "2.wav"), config=changed)
     assert answer["results"][0]["id"] == "item002"
-    code, out, _ = mmp(setup, "index", capsys=capsys)  # back to the default config: rebuilt again
-    assert code == 0 and "audio 6 vectors (rebuilt)" in out and "text 7 vectors (+0 -0)" in out
+    # back to the default config (in a fresh process, as a user runs it): the audio space is rebuilt again
+    argv = ["index", "-m", str(setup["manifest"]), "-w", str(setup["work"]), "-q"]
+    for s in SMALL:
+        argv += ["--set", s]
+    done = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "audio 6 vectors (rebuilt)" in done.stdout and "text 7 vectors (+0 -0)" in done.stdout
 
 
 CONCURRENT = """
@@ -258,7 +264,8 @@ for round in range(6):
 
 
 def test_concurrent_updates_take_turns_and_leave_a_consistent_index(tmp_path):
-    from serving.index import IndexFolder, normalized
+    from serving.index import IndexFolder
+    from serving.space import normalized
 
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(n), str(tmp_path)]) for n in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -273,3 +280,39 @@ def test_concurrent_updates_take_turns_and_leave_a_consistent_index(tmp_path):
     for key in keys:
         np.testing.assert_allclose(space.vector(key), normalized(read([key]))[0], atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_many_small_updates_compact_and_a_re_added_key_is_held_once(tmp_path):
+    from serving.index import MAX_SEGMENTS, IndexFolder
+    from serving.space import normalized
+
+    def read(ks):
+        return np.stack([np.random.default_rng(int(k[:8], 16)).standard_normal(4) for k in ks])
+
+    keys = [xxhash.xxh3_128_hexdigest(str(i).encode()) for i in range(40)]
+    wanted = set(keys[:20])
+    for n, round_keys in enumerate([wanted] + [wanted | set(keys[20 : 21 + i]) for i in range(MAX_SEGMENTS + 2)]):
+        with IndexFolder(tmp_path) as folder:
+            space, stats = folder.sync("audio", "d", round_keys, read)
+        assert stats["added"] == (20 if n == 0 else 1) and stats["removed"] == 0
+        assert len(list(tmp_path.glob("*.faiss"))) <= MAX_SEGMENTS
+    final = wanted | set(keys[20:31])
+    for step in (final - {keys[0]}, final):  # remove a key, then add it back: its old vector is still on disk
+        with IndexFolder(tmp_path) as folder:
+            space, stats = folder.sync("audio", "d", step, read)
+    with IndexFolder(tmp_path) as folder:
+        space, stats = folder.sync("audio", "d", final, read)
+    assert stats == {"added": 0, "removed": 0, "rebuilt": False} and space.size == len(final)
+    ids, scores = space.scores(normalized(read([keys[0]]))[0])
+    assert sorted(ids.tolist()) == sorted(space.ids.values())  # every key exactly once
+    np.testing.assert_allclose(space.vector(keys[0]), normalized(read([keys[0]]))[0], atol=1e-6)
+
+
+def test_a_busy_index_is_a_clear_error_after_the_timeout(tmp_path):
+    from pipeline.errors import LockBusyError
+    from serving.index import IndexFolder
+
+    with IndexFolder(tmp_path):
+        with pytest.raises(LockBusyError, match="being updated by another process"):
+            with IndexFolder(tmp_path, lock_timeout=0.2):
+                pass

@@ -93,9 +93,11 @@ def test_train_end_to_end_no_leakage_reuse_and_predict(tmp_path):
 
     data = tmp_path / "data"
     rows = make_items(data, 0, 12)
+    rows[4]["image"] = ""  # a val item without a screenshot
     m = write_manifest(data / "m.csv", rows)
     opts = ["--set", "train.epochs=2", "--set", "train.ablation=false", "--set", "train.width=8"]
     report = run(m, tmp_path / "w", *opts, command="train")
+    assert report["fuse"]["missing_modality"] == {"text": 0, "image": 1, "audio": 0} and report["fuse"]["dropped"] == 0
     model_dir = tmp_path / "w" / "models" / "latest"
     for name in ("model.keras", "labels.json", "stats.npz", "config.json", "metrics.json", "history.json",
                  "learning_curves.png", "confusion_matrix.png", "ablation.png"):
@@ -121,9 +123,19 @@ def test_train_end_to_end_no_leakage_reuse_and_predict(tmp_path):
         np.testing.assert_allclose(stats.mean[modality], vecs.mean(0), rtol=1e-4, atol=1e-6 * np.abs(vecs).max())
     ws.close()
 
-    # Same data + config: the model is reused.
+    # A missing modality is zeros with mask 0 in the fused rows; present ones have mask 1.
+    fused = export_fused(m, tmp_path / "w", tmp_path, *opts)
+    assert len(fused) == 12 and fused.loc["item004", "image_mask"] == 0 and not np.asarray(fused.loc["item004", "image"]).any()
+    assert (fused.drop(index="item004")["image_mask"] == 1).all() and (fused[["text_mask", "audio_mask"]] == 1).all().all()
+
+    # Same data + config: the model is reused; --force trains it again.
     again = run(m, tmp_path / "w", *opts, command="train")
     assert again["train"]["cached"] is True
+    stamp = (model_dir / "model.keras").stat().st_mtime_ns
+    forced = run(m, tmp_path / "w", *opts, "--force", command="train")
+    assert forced["train"]["cached"] is False and forced["train"]["run"] == again["train"]["run"]
+    assert (model_dir / "model.keras").stat().st_mtime_ns != stamp
+    assert json.loads((model_dir / "metrics.json").read_text()) == metrics  # fixed seeds: the same model again
 
     # Predict on items never seen in training, one of them broken beyond use.
     new_rows = make_items(data, 100, 3)
@@ -142,3 +154,19 @@ def test_train_end_to_end_no_leakage_reuse_and_predict(tmp_path):
     np.testing.assert_allclose(good[["p_a", "p_b"]].astype(float).sum(1), 1.0, atol=1e-4)
     bad = df[df["id"] == "broken"].iloc[0]
     assert bad["error"] == "NoUsableModality" and "MissingFile" in bad["message"]
+
+    # fuse.missing = "drop": the item without a screenshot is left out of fusion and training.
+    dropped = run(m, tmp_path / "w", *opts, "--set", 'fuse.missing="drop"', command="train")
+    assert dropped["fuse"]["dropped"] == 1 and dropped["fuse"]["policy"] == "drop"
+    fused = export_fused(m, tmp_path / "w", tmp_path, *opts, "--set", 'fuse.missing="drop"')
+    assert sorted(fused.index) == sorted(r["id"] for r in rows if r["id"] != "item004")
+    metrics = json.loads((tmp_path / "w" / "models" / "latest" / "metrics.json").read_text())
+    assert sum(metrics["splits"][s]["n"] for s in ("train", "val", "test")) == 11
+
+
+def export_fused(manifest, workdir, tmp_path, *opts):
+    import pandas as pd
+
+    out = tmp_path / "fuse.parquet"
+    run(manifest, workdir, *opts, "--out", str(out), command="export fuse")
+    return pd.read_parquet(out).set_index("id")
