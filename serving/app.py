@@ -35,8 +35,11 @@ PUBLIC = ("/healthz",)
 
 
 def _endpoint(request: Request) -> str:
+    """The route template, a bounded label (never the raw path)."""
     route = request.scope.get("route")
-    return getattr(route, "path", None) or "other"
+    if getattr(route, "path", None):
+        return route.path
+    return "/static" if request.url.path.startswith("/static/") else "other"
 
 
 def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, token: str | None = None) -> FastAPI:
@@ -118,13 +121,17 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
         async with admitted(request) as upload:
             timings["upload"] = round((time.perf_counter() - started) * 1000, 1)
             encoded = await service.encode(upload, service.modalities, timings)
-        mark = time.perf_counter()
-        result = await service.classify(encoded)
-        timings["model"] = round((time.perf_counter() - mark) * 1000, 1)
-        mark = time.perf_counter()
-        similar = await service.similar(encoded, serve.similar_k)
-        timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
-        return {**result, "similar": similar, **answered(request, encoded, timings, started)}
+            mark = time.perf_counter()
+            result = await service.classify(encoded)
+            timings["model"] = round((time.perf_counter() - mark) * 1000, 1)
+            mark = time.perf_counter()
+            try:
+                similar, similar_error = await service.similar(encoded, serve.similar_k), None
+            except InvalidParameter as exc:  # e.g. nothing indexed: the prediction stands, the reason is given
+                metrics.errors.labels(_endpoint(request), "SearchError").inc()
+                similar, similar_error = [], str(exc)
+            timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
+        return {**result, "similar": similar, "similar_error": similar_error, **answered(request, encoded, timings, started)}
 
     @app.post("/v1/search", response_model=SearchResults, responses=ERROR_RESPONSES, openapi_extra=upload_form({
         "k": {"type": "integer", "default": 10, "description": "results (1..100)"},
@@ -135,9 +142,9 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
         async with admitted(request, ("k", "modality")) as upload:
             k, modality = _int(upload.params.get("k", "10"), "k"), upload.params.get("modality", "all")
             encoded = await service.encode(upload, service.modalities, timings)
-        mark = time.perf_counter()
-        results = await service.similar(encoded, k, modality)
-        timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
+            mark = time.perf_counter()
+            results = await service.similar(encoded, k, modality)
+            timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
         return {"results": results, **answered(request, encoded, timings, started)}
 
     @app.get("/v1/items/{item_id}", response_model=ItemInfo, responses={404: {"model": Problem, "description": "no such item"}})

@@ -27,6 +27,7 @@ class Prediction(BaseModel):
     missing_modalities: list[str]
     errors: list[ModalityError]
     similar: list[Neighbour]
+    similar_error: str | None = Field(None, description="why no similar tickets could be searched (e.g. nothing indexed)")
     timings_ms: dict[str, float]
 
 

@@ -54,6 +54,7 @@ class TicketService:
 
     # ---- start-up ------------------------------------------------------------------------------
     def load(self) -> None:
+        from pipeline.config import Config
         from pipeline.manifest import load
 
         from .predict import load_trained, model_config
@@ -62,7 +63,8 @@ class TicketService:
         self.model, self.labels, self.stats = load_trained(self.model_dir)
         self.config = model_config(self.model_dir)
         self.modalities = [m for m in MODALITIES if m in self.stats.mean]
-        self.encoder = QueryEncoder(self.config)
+        cnn = replace(self.config["cnn"], batch_size=self.serve.image_batch_size)  # (run) setting: same features
+        self.encoder = QueryEncoder(Config({**self.config.sections, "cnn": cnn}))
         self.encoder.warm_up(self.modalities)
         self.items = {item.id: item for item in load(self.manifests, self.config["data"].root)}
         self.search_thread.submit(self._open_searcher).result()
@@ -78,6 +80,8 @@ class TicketService:
 
     def _warm_models(self) -> None:
         """One pass over generated samples, so tracing happens now and not on the first request."""
+        from pipeline.errors import ConfigError
+
         from .query import query_item
         from .warmup import write_samples
 
@@ -85,8 +89,8 @@ class TicketService:
             names = write_samples(Path(folder))
             item = query_item("warm-up", base=folder, **{("text_path" if m == "text" else m): names[m] for m in self.modalities})
             encoded = self.encoder.encode([item], self.modalities)[0]
-        if encoded.errors:
-            raise RuntimeError(f"warm-up sample failed: {encoded.errors}")
+        if encoded.errors:  # a model that cannot handle a plain sample: the service must not report ready
+            raise ConfigError("warm-up sample failed: " + "; ".join(f"{e}: {msg}" for e, msg in encoded.errors.values()))
         record = self._fused(encoded.features)
         for size in batch_buckets(self.serve.max_batch_size):
             self._classify_batch([record] * size)

@@ -21,6 +21,9 @@ class ServeConfig:
     max_batch_size: int = 32
     # ... or this many milliseconds after its first request arrived.
     max_wait_ms: float = 10.0
+    # The image model runs on a fixed batch shape (cnn.batch_size in batch runs, 32): while serving it
+    # is this, so a lone screenshot pays for this many images, not 32. Never changes features.
+    image_batch_size: int = 8
     # Requests admitted at once (uploading, waiting or computing); more are answered 503 + Retry-After.
     max_queue: int = 64
     # Seconds a 503 tells the client to wait (Retry-After).
@@ -35,8 +38,8 @@ class ServeConfig:
     def validate(self) -> str | None:
         if not 0 <= self.port <= 65535:
             return f"port must be within 0..65535, not {self.port}"
-        if self.max_batch_size < 1 or self.max_queue < 1:
-            return "max_batch_size and max_queue must be at least 1"
+        if self.max_batch_size < 1 or self.max_queue < 1 or self.image_batch_size < 1:
+            return "max_batch_size, image_batch_size and max_queue must be at least 1"
         if self.max_wait_ms < 0 or self.max_upload_mb <= 0:
             return "max_wait_ms must be >= 0 and max_upload_mb > 0"
         if not 1 <= self.similar_k <= 100 or not 16 <= self.thumbnail_px <= 1024:

@@ -52,7 +52,7 @@ def test_predict_gives_mmp_predicts_probabilities(served, client, tmp_path):
         for label, p in body["probabilities"].items():
             assert abs(p - float(want[f"p_{label}"])) <= 1e-5, (row["id"], label, p, want[f"p_{label}"])
         assert ",".join(body["missing_modalities"]) == want["missing_modalities"]
-        assert body["errors"] == []
+        assert body["errors"] == [] and body["similar_error"] is None
         assert set(body["timings_ms"]) >= {"upload", "text", "model", "search", "total"}
     assert body["missing_modalities"] == ["image", "audio"]
 
@@ -75,6 +75,20 @@ def test_similar_tickets_come_with_the_prediction_and_search(served, client):
     assert r.status_code == 200 and r.json()["missing_modalities"] == ["image", "audio"]
     results = r.json()["results"]  # the tiny BERT reads every training text alike: ties come together
     assert len(results) == 2 or len(results) > 2 and len({hit["score"] for hit in results}) == 1
+
+
+def test_a_failing_search_leaves_the_prediction_and_says_why(served, client, monkeypatch):
+    from pipeline.errors import SearchError
+
+    def nothing_indexed(*args, **kwargs):
+        raise SearchError("no items with text features are indexed; run mmp features")
+
+    monkeypatch.setattr(client.app.state.service.searcher, "search", nothing_indexed)
+    r = client.post("/v1/predict", files=ticket(served, 2))
+    assert r.status_code == 200 and r.json()["predicted"] in ("a", "b") and r.json()["similar"] == []
+    assert "no items with text features are indexed" in r.json()["similar_error"]
+    r = client.post("/v1/search", files=ticket(served, 2))
+    assert r.status_code == 422 and "no items with text features" in r.json()["message"]
 
 
 @pytest.mark.parametrize("params, message", [
