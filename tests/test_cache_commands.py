@@ -100,7 +100,7 @@ def test_retry_failed_recomputes_known_failures(tmp_path, monkeypatch):
 
 
 def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
-    from pipeline.stage import STAGES
+    from stages import STAGES  # importing the package registers every stage
 
     data = tmp_path / "data"
     rows = make_items(data, 0, 3)
