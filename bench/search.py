@@ -207,6 +207,7 @@ def _percentiles(times: list[float]) -> dict:
 
 
 def real_cnn_available() -> bool:
+    import stages  # noqa: F401  (registers the config sections)
     from pipeline.config import Config
     from pipeline.errors import ConfigError
 
