@@ -1,6 +1,6 @@
 """make bench, serving: a real ``mmp serve`` (uvicorn on 127.0.0.1) with a model trained on generated
-demo data (MiniLM, MobileNetV2 at 224 px, MFCC). Text + screenshot + voice-note tickets are sent
-one at a time, then from 8 concurrent clients; the ratio of requests/s is the gain from dynamic batching
+demo data with the default config (MiniLM, ImageNet EfficientNet-Lite0 at 224 px, MFCC). Text +
+screenshot + voice-note tickets are sent one at a time, then from 8 concurrent clients; the ratio of requests/s is the gain from dynamic batching
 (goal >= 2x). The same 8 clients against a server with ``serve.max_batch_size = 1`` show how much of it
 is batching. p50/p99 latencies go into bench.json's ``serve`` section. ``python -m bench.serve`` runs
 this part alone.
@@ -35,7 +35,7 @@ def _mmp(*args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess
 def _train(tmp: Path, n_items: int) -> tuple[Path, Path]:
     _mmp("demo-data", "--out", str(tmp / "demo"), "--items", str(n_items))
     manifest = tmp / "demo" / "demo.csv"
-    _mmp("train", "-q", "-m", str(manifest), "-w", str(tmp / "w"), "--set", 'cnn.weights="none"',
+    _mmp("train", "-q", "-m", str(manifest), "-w", str(tmp / "w"),
          "--set", "train.ablation=false", "--set", "train.epochs=20")
     return manifest, tmp / "w"
 
