@@ -13,7 +13,7 @@ class ModalityError(BaseModel):
 
 class Neighbour(BaseModel):
     id: str
-    score: float = Field(description="mean cosine over the modalities the query and the item share")
+    score: float = Field(description="mean cosine over the modalities the query and the item share, times the share of the query's modalities the item has")
     label: str
     split: str = ""
     modalities: dict[str, float] = Field({}, description="the cosine per modality behind the score")

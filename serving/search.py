@@ -7,7 +7,10 @@ no item references, rebuilding a space whose files cannot be trusted. Queries ar
 (features computed in memory by the stages' own code); ``like`` uses an item's cached features.
 
 Scores are cosines. With ``modality="all"`` an item's score is the mean cosine over the modalities present
-in both the query and the item (an item without a screenshot is scored on its text and voice alone);
+in both the query and the item, weighted by the share of the query's modalities the item has — i.e. the
+sum of its cosines divided by the number of query modalities, a modality the item lacks counting 0. An
+item matching only the screenshot of a message+screenshot+voice query cannot outrank one that matches
+all three about as well; an item with every query modality scores exactly the plain mean.
 ``"modalities"`` in each result gives the per-modality cosines that went into it. Scoring is exact: every
 indexed vector is compared. Items with identical content share one vector and are returned together:
 when the k-th result ties with the next ones, those come too, so a result can hold more than k rows.
@@ -191,7 +194,8 @@ class Searcher:
             per[m][table.pair_item] = by_key[table.pair_pos]
             total[table.pair_item] += by_key[table.pair_pos]
             count[table.pair_item] += 1
-        mean = np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+        # mean over the shared modalities x the share of the query's modalities the item has
+        mean = np.where(count > 0, total / max(len(vectors), 1), -np.inf)
         for item_id in exclude:
             if item_id in self._row:
                 mean[self._row[item_id]] = -np.inf

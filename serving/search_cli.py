@@ -34,7 +34,8 @@ def add_parsers(sub, common) -> None:
                    "to its folder); rows that fail are reported, the rest answered (exit 2 if any failed)")
     p.add_argument("--modality", choices=["all", "text", "image", "audio"], default="all",
                    help="space to search (default all: an item's score is the mean cosine over the modalities "
-                   "present in both the query and the item)")
+                   "present in both the query and the item, times the share of the query's modalities the item "
+                   "has; a modality the item lacks counts 0)")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results per query (default 10; items with content identical "
                    "to the k-th come with it; a k beyond the index returns every item)")
     p.add_argument("--json", action="store_true", help='one line per query: {"query": ID, "results": [{"id", '

@@ -99,7 +99,7 @@ def test_like_uses_cached_features_and_excludes_the_item(setup, capsys):
     assert code == 2 and "unknown item id 'item0'" in err
 
 
-def test_all_scores_are_the_mean_over_shared_modalities(setup):
+def test_all_scores_are_the_shared_mean_weighted_by_query_coverage(setup):
     from pipeline.config import Config
     from serving.query import QueryEncoder, query_item
 
@@ -116,9 +116,10 @@ def test_all_scores_are_the_mean_over_shared_modalities(setup):
     for item_id, result in combined.items():
         shared = [m for m in ("text", "audio") if item_id in single[m]]
         assert set(result["modalities"]) == set(shared)
-        assert result["score"] == pytest.approx(np.mean([single[m][item_id] for m in shared]), abs=2e-6)
+        mean = np.mean([single[m][item_id] for m in shared])  # over the modalities both have ...
+        assert result["score"] == pytest.approx(mean * len(shared) / 2, abs=2e-6)  # ... x the query's coverage
     assert list(combined["textonly"]["modalities"]) == ["text"]
-    assert combined["textonly"]["score"] == pytest.approx(single["text"]["textonly"], abs=1e-6)
+    assert combined["textonly"]["score"] == pytest.approx(single["text"]["textonly"] / 2, abs=1e-6)  # no voice note
     scores = [r["score"] for r in combined.values()]
     assert scores == sorted(scores, reverse=True)
 
