@@ -50,18 +50,24 @@ def stage_status(store: Store, plan: StagePlan) -> StageStatus:
     status = StageStatus(stage.name, blocked=len(plan.blocked), upstream=" / ".join(stage.inputs),
                          note=plan.result.note if plan.result else "")
     committed = store.committed(stage.name)
-    failures = store.failures(stage.name)
-    latest = store.latest(stage.name)
-    digest, config_digest = stage.digest(), stage.config_digest()
     for _, exc in plan.input_errors:
         status.failed[exc.kind] += 1
-    for item_id, key in plan.keys.items():
-        old = latest.get(item_id)
-        if key in committed:
-            status.fresh += 1
-            if old is not None and old[3] and old[0] == key:
+    waiting = [(i, k) for i, k in plan.keys.items() if k not in committed]
+    status.fresh = len(plan.keys) - len(waiting)
+    notes = store.plan_state(stage.name)[1]
+    if not (waiting or plan.pending or notes):
+        return status  # all fresh, nothing to explain: the index need not be read item by item
+    failures = store.failures(stage.name) if waiting else {}
+    latest = store.latest(stage.name)
+    digest, config_digest = stage.digest(), stage.config_digest()
+    if notes:
+        for item_id, key in plan.keys.items():
+            old = latest.get(item_id)
+            if key in committed and old is not None and old[3] and old[0] == key:
                 status.reused[old[3]] += 1
-        elif key in failures:
+    for item_id, key in waiting:
+        old = latest.get(item_id)
+        if key in failures:
             status.failed[failures[key][1]] += 1
         elif old is not None and old[0] == key:
             status.to_compute["not computed yet"] += 1
