@@ -16,12 +16,13 @@ from .config import Config
 from .dataset import DatasetContext
 from .errors import CacheCorruptError, OutputMismatch, PipelineError, StorageError, describe
 from .executors import get_executor
-from .keys import RawHashMemo, digest_bytes
+from .keys import RawHashMemo
 from .lock import RunLock
 from .manifest import Item
 from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
+from .status import record_plan
 from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
 from .store import Store
 
@@ -160,7 +161,7 @@ class Workspace:
         stats["skipped"] += len(plan.blocked)
         if plan.payload.keys() <= committed.keys():  # nothing to do: no need to form batches
             stats["cached"] += len(plan.keys)
-            self._record_latest(plan, stats)
+            record_plan(self.store, plan, stats)
             stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
             return
         before = set(committed)
@@ -188,36 +189,8 @@ class Workspace:
                 batches.append(todo)
         if batches:
             self._compute(plan, batches, ids_by_key, report)
-        self._record_latest(plan, stats, before)
+        record_plan(self.store, plan, stats, before)
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-
-    def _record_latest(self, plan: StagePlan, stats: dict[str, Any], before: set[str] | None = None) -> None:
-        """Remember each item's key and inputs as planned now (``status`` explains changes against it).
-        An item whose input keys changed while its key did not (the upstream output came out identical)
-        was reused by early cutoff: counted in the report and noted for ``status`` until the next run.
-        A plan equal to the last recorded one, with no notes to clear, is recognised by its digest alone.
-        ``before``: the keys committed before this run (None: all of this plan's were)."""
-        stage = plan.stage
-        config = f"{stage.digest()}|{stage.config_digest()}"
-        # ids, keys and inputs in one order (dicts keep insertion order; upstream is filled with keys)
-        digest = digest_bytes("\n".join([config, *plan.keys, *plan.keys.values(), *plan.upstream.values()]).encode())
-        if self.store.plan_state(stage.name) == (digest, 0):
-            return
-        latest = self.store.latest(stage.name)
-        cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
-        rows, notes = [], 0
-        for item_id, key in plan.keys.items():
-            inputs = plan.upstream[item_id]
-            old = latest.get(item_id)
-            note = ""
-            if old is not None and old[0] == key and old[2] != inputs and (before is None or key in before):
-                note = cutoff_note
-                notes += 1
-            row = (key, config, inputs, note)
-            if old != row:
-                rows.append((item_id, *row))
-        stats["cutoff"] += notes
-        self.store.set_latest(stage.name, rows, (digest, notes))
 
     def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage
