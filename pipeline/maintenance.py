@@ -55,6 +55,7 @@ def gc(store: Store, live: dict[str, set[str]]) -> dict[str, int]:
     stats["debris"] = store.remove_debris()
     with db:
         db.execute("DELETE FROM latest WHERE key NOT IN (SELECT key FROM entries) AND key NOT IN (SELECT key FROM failures)")
+        db.execute("DELETE FROM plans")  # recorded plans no longer match what latest holds
     return stats
 
 
@@ -88,7 +89,7 @@ def rebuild_index(store: Store) -> dict[str, Any]:
         stats["shards"] += 1
     db = store.db
     with db:
-        for table_name in ("shards", "entries", "failures", "latest"):
+        for table_name in ("shards", "entries", "failures", "latest", "plans"):
             db.execute(f"DELETE FROM {table_name}")
         db.executemany("INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?)", shard_rows)
         db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", entry_rows)

@@ -22,6 +22,7 @@ from .manifest import Item
 from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
+from .status import record_plan
 from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
 from .store import Store
 
@@ -89,7 +90,8 @@ class Workspace:
                 yield plan
             done = self.store.committed(name)
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
-            available[name] = {i: k for i, k in plan.keys.items() if k in done}
+            everything = plan.payload.keys() <= done.keys() if not stage.dataset_level else False
+            available[name] = plan.keys if everything else {i: k for i, k in plan.keys.items() if k in done}
             if dry:
                 known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
                 unresolved[name] = {i for i, k in plan.keys.items() if k not in done and k not in known_bad}
@@ -155,12 +157,18 @@ class Workspace:
         started = time.monotonic()
         stats = report.stage(stage.name)
         committed = self.store.committed(stage.name)
-        committed_before = set(committed)
+        for item, exc in plan.input_errors:
+            report.fail(stage.name, item.id, exc.kind, f"item {item.id}: {exc}")
+        stats["skipped"] += len(plan.blocked)
+        if plan.payload.keys() <= committed.keys():  # nothing to do: no need to form batches
+            stats["cached"] += len(plan.keys)
+            record_plan(self.store, plan, stats)
+            stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
+            return
+        before = set(committed)
         failures = self.store.failures(stage.name)
         retry_all = self.config["run"].retry_permanent_failures
         ids_by_key = plan.ids_by_key()
-        for item, exc in plan.input_errors:
-            report.fail(stage.name, item.id, exc.kind, f"item {item.id}: {exc}")
         # Batches are fixed slices of ALL of the stage's keys in manifest order, not of the missing ones:
         # a run resumed after a crash computes each batch with the same members as an uninterrupted
         # run would, so model outputs match to the last bit (float sums depend on batch composition).
@@ -180,32 +188,10 @@ class Workspace:
                     todo.append(key)
             if todo:
                 batches.append(todo)
-        stats["skipped"] += len(plan.blocked)
         if batches:
             self._compute(plan, batches, ids_by_key, report)
-        self._record_latest(plan, committed_before, stats)
+        record_plan(self.store, plan, stats, before)
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-
-    def _record_latest(self, plan: StagePlan, committed_before: set[str], stats: dict[str, Any]) -> None:
-        """Remember each item's key and inputs as planned now (``status`` explains changes against it).
-        An item whose input keys changed while its key did not (the upstream output came out identical)
-        was reused by early cutoff: counted in the report and noted for ``status`` until the next run."""
-        stage = plan.stage
-        latest = self.store.latest(stage.name)
-        config = f"{stage.digest()}|{stage.config_digest()}"
-        cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
-        rows = []
-        for item_id, key in plan.keys.items():
-            inputs = plan.upstream[item_id]
-            old = latest.get(item_id)
-            note = ""
-            if old is not None and old[0] == key and old[2] != inputs and key in committed_before:
-                note = cutoff_note
-                stats["cutoff"] = stats.get("cutoff", 0) + 1
-            row = (key, config, inputs, note)
-            if old != row:
-                rows.append((item_id, *row))
-        self.store.set_latest(stage.name, rows)
 
     def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 from .errors import CacheCorruptError, StorageError
 from .fs import Folder
+from .gcpause import without_gc
 from .keys import digest_bytes, digest_record
 from .shardfile import decode_rows, encode, read_meta, to_parquet  # noqa: F401  (encode: re-exported)
 
@@ -37,10 +38,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, stage TEXT, checksum TEXT, rows INTEGER, bytes INTEGER, created REAL);
 CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, digest TEXT, PRIMARY KEY (stage, key));
 CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
+CREATE INDEX IF NOT EXISTS entries_digests ON entries (stage, key, digest);  -- committed(): one covering scan
 CREATE TABLE IF NOT EXISTS failures (stage TEXT, key TEXT, item_id TEXT, error TEXT, message TEXT, permanent INTEGER,
                                      PRIMARY KEY (stage, key));
 CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, inputs TEXT, note TEXT,
                                    PRIMARY KEY (stage, item_id));
+CREATE TABLE IF NOT EXISTS plans (stage TEXT PRIMARY KEY, digest TEXT, notes INTEGER);
 """
 # Columns added since the first layout; an older index gets them (its keys no longer match: recomputed).
 ADDED_COLUMNS = {"entries": ("digest",), "latest": ("inputs", "note")}
@@ -64,6 +67,7 @@ class Store:
         self._committed: dict[str, dict[str, str]] = {}  # stage -> {key -> output digest}, kept current
 
     # ---- queries -------------------------------------------------------------------------------
+    @without_gc
     def committed(self, stage: str) -> dict[str, str]:
         """{key -> output digest} of a stage's committed entries (loaded once, kept current by commits)."""
         if stage not in self._committed:
@@ -143,11 +147,18 @@ class Store:
                     [(stage, k, i, e, m, int(p)) for k, i, e, m, p in rows],
                 )
 
-    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]]) -> None:
-        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones)."""
-        if rows:
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
+    def plan_state(self, stage: str) -> tuple[str, int]:
+        """(digest of the last recorded plan of a stage, how many of its items carry a note)."""
+        row = self.db.execute("SELECT digest, notes FROM plans WHERE stage = ?", (stage,)).fetchone()
+        return (row[0], row[1]) if row else ("", 0)
+
+    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]], plan: tuple[str, int]) -> None:
+        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones);
+        ``plan``: (digest of the whole plan, number of items with a note), so an unchanged plan is
+        recognised next time without comparing it item by item."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
+            self.db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?)", (stage, *plan))
 
     # ---- reads ---------------------------------------------------------------------------------
     def table(self, name: str):
