@@ -234,10 +234,8 @@ class Workspace:
                 report.info(stage.name, stage.describe_run())
                 results = (call_isolated(stage, records) for records in self._prefetched(plan, batches, ids_by_key))
             else:
-                from .ray_engine import RayExecutor
-
-                report.info(stage.name, {**stage.describe_run(), "engine": "ray"})
-                results = RayExecutor(self.config).map(stage, self._prefetched(plan, batches, ids_by_key))
+                self._compute_remote(plan, batches, ids_by_key, report)
+                return
             for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
@@ -267,6 +265,21 @@ class Workspace:
             if results is not None:
                 results.close()
 
+
+    def _compute_remote(self, plan: StagePlan, batches: list[list[str]], ids_by_key, report: Report) -> None:
+        """Workers read inputs and write shards themselves; this process only commits (pipeline/jobs.py)."""
+        from .jobs import compute_jobs
+        from .ray_engine import RayExecutor
+
+        stage, executor = plan.stage, RayExecutor(self.config)
+        try:
+            executor.prepare(stage)
+        except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
+            report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
+            return
+        compute_jobs(self.store, plan, batches, ids_by_key, report, executor, self._downstream(stage.name),
+                     self.config["cache"].shard_rows)
+        report.info(stage.name, {**stage.describe_run(), **executor.facts})
 
     def _prefetched(self, plan: StagePlan, batches: list[list[str]], ids_by_key) -> Iterator[list[dict[str, Any]]]:
         """Inputs batch by batch; the next batch is read on a thread (with its own index connection)

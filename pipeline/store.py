@@ -93,6 +93,18 @@ def _parquet_options(table) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats or False}
 
 
+def shard_file(stage: str, keys: list[str], records: list[dict[str, Any]]) -> tuple[str, str, bytes]:
+    """(name, checksum, Parquet bytes) of the shard holding these records: the one shard format, whoever writes it."""
+    import pyarrow.parquet as pq
+
+    table = encode([{"key": k, **r} for k, r in zip(keys, records)])
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **_parquet_options(table))
+    data = buf.getvalue()
+    checksum = digest_bytes(data)
+    return f"{stage}/{checksum}.parquet", checksum, data
+
+
 class Store:
     def __init__(self, workdir: str | Path, any_thread: bool = False, shard_root: str = ""):
         self.root = Path(workdir) / "cache"  # the index always lives here, on a local disk
@@ -131,14 +143,7 @@ class Store:
     # ---- writes --------------------------------------------------------------------------------
     def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
         """Write records as one shard and record their keys, atomically. Returns the shard name."""
-        import pyarrow.parquet as pq
-
-        table = encode([{"key": k, **r} for k, r in zip(keys, records)])
-        buf = io.BytesIO()
-        pq.write_table(table, buf, **_parquet_options(table))
-        data = buf.getvalue()
-        checksum = digest_bytes(data)
-        name = f"{stage}/{checksum}.parquet"
+        name, checksum, data = shard_file(stage, keys, records)
         try:
             self._write_shard_file(stage, checksum, data)
             self._record_shard(stage, name, checksum, keys, len(data))
@@ -162,6 +167,30 @@ class Store:
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", [(stage, k, name, i) for i, k in enumerate(keys)]
             )
             self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
+
+    def adopt_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
+        """Commit a shard another process already wrote (a Ray worker): it must be in place and whole."""
+        actual = self.shards.size(name)
+        if actual != size:
+            state = "missing" if actual < 0 else f"{actual} bytes instead of {size}"
+            raise StorageError(
+                f"shard {self.shards.path(name)} written by a worker is {state} here: cache.root must be storage that "
+                "every node and the driver reach (a shared file system or an object store)"
+            )
+        try:
+            self._record_shard(stage, name, checksum, keys, size)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot write the cache index under {self.root} ({exc})") from None
+
+    def checksums(self, names: Iterable[str]) -> dict[str, str]:
+        """Shard name -> its recorded checksum."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"SELECT name, checksum FROM shards WHERE name IN ({marks})", chunk).fetchall())
+        return found
 
     def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
         """rows: (key, item id, error type, message, permanent)."""
