@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
+from .executors import ENGINES
 
 DEFAULT_MANIFEST = "manifests/demo.csv"
 DEFAULT_CONFIG = "pipeline.toml"
@@ -27,7 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set mfcc.n_mfcc=20 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
-    p.add_argument("--engine", choices=["local", "ray"], default=None, help="run stages locally or on Ray Data (default: run.engine)")
+    p.add_argument("--engine", choices=list(ENGINES), default=None, help="run stages locally or on Ray Data (default: run.engine)")
 
 
 def _run_opts(p: argparse.ArgumentParser) -> None:
@@ -99,43 +100,56 @@ def main(argv: list[str] | None = None) -> int:
         return 5
 
 
-def cmd_run(args, targets: list[str] | None = None) -> int:
-    from stages import FEATURES, STAGES
+def _features() -> list[str]:
+    """The CLI is where the stages are wired in: importing the package registers them (cheaply)."""
+    import stages
 
-    from .errors import ConfigError
+    return list(stages.FEATURES)
+
+
+def _print_run(report, path, workdir) -> None:
+    print(report.summary())
+    print(f"report: {path} (also {workdir / 'runs' / 'latest.json'})")
+
+
+def cmd_run(args, targets: list[str] | None = None, force: tuple[str, ...] = ()) -> int:
     from .report import Report
     from .runner import Workspace
+    from .stage import stage_class
 
+    features = _features()
     if targets is None:
-        if args.stage not in STAGES:
-            import difflib
-
-            close = difflib.get_close_matches(args.stage, list(STAGES), n=1)
-            raise ConfigError(f"unknown stage {args.stage!r}" + (f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(STAGES)}"))
+        stage_class(args.stage)  # an unknown name is a clear error before any work
         targets = [args.stage]
     if args.retry_failed:
         args.overrides.append("run.retry_permanent_failures=true")
     config, items = _load(args)
     report = Report(" ".join(sys.argv), quiet=args.quiet)
-    ws = Workspace(args.workdir, config)
-    try:
-        ws.lock(report.data["command"])
-        ws.run(targets or FEATURES, items, report)
-    finally:
-        path = report.write(ws.workdir)
-        ws.close()
+    with Workspace(args.workdir, config, force=force) as ws:
+        try:
+            ws.lock(report.data["command"])
+            ws.run(targets or features, items, report)
+        finally:
+            path = report.write(ws.workdir)
     if not args.quiet:
-        print(report.summary())
-        print(f"report: {path} (also {ws.workdir / 'runs' / 'latest.json'})")
+        _print_run(report, path, ws.workdir)
+        trained = report.data.get("train")
+        if trained:
+            note = " (reused: same fused data and config; --force to retrain)" if trained.get("cached") else ""
+            print(f"model: {trained['run']}{note}")
+            metrics = json.loads((Path(trained["run"]) / "metrics.json").read_text())
+            print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
     if report.data["stage_errors"]:
         return 3
     return 1 if args.strict and report.failed_count else 0
 
 
 def cmd_features(args) -> int:
-    from stages import FEATURES
+    return cmd_run(args, _features())
 
-    return cmd_run(args, FEATURES)
+
+def cmd_train(args) -> int:
+    return cmd_run(args, ["train"], force=("train",) if args.force else ())
 
 
 def _locked_workspace(args, config, command: str):
@@ -144,31 +158,6 @@ def _locked_workspace(args, config, command: str):
     ws = Workspace(args.workdir, config)
     ws.lock(command)
     return ws
-
-
-def cmd_train(args) -> int:
-    from stages import FEATURES
-    from stages.train import train
-
-    from .report import Report
-
-    config, items = _load(args)
-    report = Report(" ".join(sys.argv), quiet=args.quiet)
-    ws = _locked_workspace(args, config, report.data["command"])
-    try:
-        ws.run(FEATURES, items, report)
-        run_dir = train(ws, items, report, force=args.force)
-    finally:
-        path = report.write(ws.workdir)
-        ws.close()
-    if not args.quiet:
-        print(report.summary())
-        info = report.data.get("train", {})
-        print(f"model: {run_dir}" + (" (reused: same fused data and config; --force to retrain)" if info.get("cached") else ""))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
-        print(f"report: {path}")
-    return 3 if report.data["stage_errors"] else 0
 
 
 def cmd_predict(args) -> int:
@@ -196,19 +185,15 @@ def cmd_predict(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from stages import FEATURES
-
     from .runner import Workspace
     from .status import stage_status
 
+    features = _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         print(f"{len(items)} items in manifest(s); work directory {ws.workdir}")
-        for plan in ws.plan(args.stage or FEATURES, items, dry=True):
+        for plan in ws.plan(args.stage or features, items, dry=True):
             print(stage_status(ws.store, plan).line())
-    finally:
-        ws.close()
     return 0
 
 
@@ -216,38 +201,31 @@ def cmd_export(args) -> int:
     from .export import export
     from .runner import Workspace
 
+    _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         written, missing = export(ws, args.stage, items, Path(args.out))
-    finally:
-        ws.close()
     print(f"wrote {written} rows to {args.out}" + (f"; {missing} item(s) have no output yet (run 'mmp run {args.stage}')" if missing else ""))
     return 0
 
 
 def cmd_gc(args) -> int:
-    from stages import STAGES
-    from stages.fuse import live_keys as fuse_live_keys
-
     from .runner import Workspace
+    from .stage import STAGES
 
+    _features()
     config, items = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         ws.lock("gc")
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
             live[plan.stage.name] = set(plan.keys.values())
-        live["fuse"] = fuse_live_keys(ws, items)
         if args.dry_run:
             for stage in STAGES:
                 dead = ws.store.committed(stage) - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
             return 0
         stats = ws.store.gc(live)
-    finally:
-        ws.close()
     print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
           f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
     return 0
@@ -256,13 +234,11 @@ def cmd_gc(args) -> int:
 def cmd_verify(args) -> int:
     from .runner import Workspace
 
+    _features()
     config, _ = _load(args)
-    ws = Workspace(args.workdir, config)
-    try:
+    with Workspace(args.workdir, config) as ws:
         ws.lock("verify")
         bad = ws.store.verify()
-    finally:
-        ws.close()
     for msg in bad:
         print(msg)
     print(f"verify: {len(bad)} corrupt shard(s) dropped" if bad else "verify: all shards match their checksums")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .executors import ENGINES  # executor names only; an executor's module loads when it is chosen
 
 
 def execution_only(default: Any) -> Any:
@@ -50,12 +51,12 @@ class RunConfig:
     lock_timeout: float = 10.0
     # Retry items whose failure is permanent for their key (corrupt input) on every run.
     retry_permanent_failures: bool = False
-    # local | ray
+    # local | ray: the executor that runs per-item stages (pipeline/executors/)
     engine: str = "local"
 
     def validate(self) -> str | None:
-        if self.engine not in ("local", "ray"):
-            return f"engine must be local or ray, not {self.engine!r}"
+        if self.engine not in ENGINES:
+            return f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}"
         if self.lock_timeout < 0:
             return "lock_timeout must be >= 0"
         return None
@@ -98,18 +99,16 @@ class RayConfig:
 
 
 
-GLOBAL_SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig, "ray": RayConfig}
+# Every config section: the global ones here, plus each stage's Config, added when the stage registers
+# (``pipeline.stage.register``). The core never imports a stage module to learn them.
+SECTIONS: dict[str, type] = {"data": DataConfig, "cache": CacheConfig, "run": RunConfig, "ray": RayConfig}
 
 
 def register_section(name: str, section_type: type) -> None:
-    """Config sections that are not stages (e.g. [train])."""
-    GLOBAL_SECTIONS[name] = section_type
-
-
-def _section_types() -> dict[str, type]:
-    from stages import STAGES  # the registry; stage modules import nothing heavy at top level
-
-    return {**GLOBAL_SECTIONS, **{name: cls.Config for name, cls in STAGES.items()}}
+    known = SECTIONS.get(name)
+    if known is not None and known is not section_type:
+        raise ValueError(f"config section [{name}] registered twice ({known.__name__}, {section_type.__name__})")
+    SECTIONS[name] = section_type
 
 
 def _hint(word: str, options: list[str]) -> str:
@@ -198,7 +197,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, dict[str, Any]]) -> "Config":
-        types = _section_types()
+        types = dict(SECTIONS)
         for section in raw:
             if section not in types:
                 raise ConfigError(f"unknown config section [{section}]" + _hint(section, list(types)))

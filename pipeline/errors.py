@@ -17,6 +17,18 @@ class ConfigError(PipelineError):
     pass
 
 
+class UnknownStageError(ConfigError):
+    """A stage name that no registered stage has (with a "did you mean" hint)."""
+
+    def __init__(self, name: str, known: list[str]):
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; stages: {', '.join(known)}"
+        super().__init__(f"unknown stage {name!r}" + hint)
+        self.name = name
+
+
 class ManifestError(PipelineError):
     pass
 

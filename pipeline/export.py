@@ -14,17 +14,12 @@ def export(ws, stage: str, items: list[Item], out: Path) -> tuple[int, int]:
     """Returns (rows written, items without output). Streams in bounded batches."""
     import pyarrow.parquet as pq
 
-    from .stage import STAGES
+    from .stage import stage_class
     from .store import encode
 
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    if STAGES[stage].dataset_level:  # fused rows: keyed with the statistics of the latest fit
-        from stages.fuse import live_pairs
-
-        keys = dict(live_pairs(ws, items))
-    else:
-        keys = [p for p in ws.plan([stage], items, dry=True)][-1].keys
+    if not stage_class(stage).per_item_rows:
+        raise ConfigError(f"stage {stage!r} keeps no per-item rows to export; its output is a folder under the work directory")
+    keys = [p for p in ws.plan([stage], items, dry=True)][-1].keys
     committed = ws.store.committed(stage)
     pairs = [(i, k) for i, k in keys.items() if k in committed]
     missing = len(items) - len(pairs)

@@ -141,7 +141,8 @@ class ShardWriter:
 
 def run_job(stage, job: dict, folder: Folder, cache: Any) -> dict[str, Any]:
     """Do one job (see the module docstring); ``cache`` is the run's ``CacheConfig``."""
-    from .runner import ShardBuffer, call_isolated
+    from .buffer import ShardBuffer
+    from .stage import call_isolated
 
     started = time.time()
     reader, writer = ShardReader(folder), ShardWriter(folder)

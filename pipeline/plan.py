@@ -1,6 +1,7 @@
 """Planning: every item's key in every stage, decided from the manifest, raw-file stats and the index.
 
-Nothing here decodes media or imports a deep-learning library, so a no-op run is fast.
+Nothing here decodes media or imports a deep-learning library, so a no-op run is fast. Dataset-level
+stages are planned by their own ``run_dataset`` (see ``pipeline.dataset``); their plan holds its result.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from .config import Config
 from .errors import ItemError
 from .keys import RawHashMemo, digest_bytes, stage_key
 from .manifest import Item, RawInput, resolve_path
-from .stage import STAGES, Stage
+from .stage import Stage, stage_class
 
 RAW_PREFIX = "raw:"
 
@@ -26,7 +27,7 @@ def ancestors_and_self(targets: list[str]) -> list[str]:
             return
         if name in trail:
             raise ValueError(f"stage cycle: {' -> '.join(trail + (name,))}")
-        for dep in STAGES[name].inputs:
+        for dep in stage_class(name).inputs:
             if not dep.startswith(RAW_PREFIX):
                 visit(dep, trail + (name,))
         order.append(name)
@@ -59,6 +60,8 @@ class StagePlan:
     payload: dict[str, Any] = field(default_factory=dict)  # key -> RawInput or upstream key
     input_errors: list[tuple[Item, ItemError]] = field(default_factory=list)  # raw inputs that cannot be read
     blocked: list[str] = field(default_factory=list)  # ids whose upstream has no output
+    result: Any = None  # dataset-level stages: their DatasetResult once planned or run
+    context: Any = None  # dataset-level stages: the DatasetContext they are planned and run with
 
     def ids_by_key(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

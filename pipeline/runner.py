@@ -1,136 +1,118 @@
-"""The runner: plan every stage from the index, compute only missing keys in bounded batches, commit
-shards as it goes, collect per-item failures, and write the run report.
+"""The runner: plan every stage from the index, compute only missing keys in bounded batches through the
+chosen executor, commit shards as it goes, collect per-item failures; dataset-level stages are planned
+and run in the same order, by the same loop.
+
+``Workspace`` is a context manager over a work directory: its cache, raw-hash memo and run lock.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
+from .buffer import ShardBuffer
 from .config import Config
-from .errors import CacheCorruptError, ItemError, LockBusyError, PipelineError, StorageError, describe
+from .dataset import DatasetContext
+from .errors import CacheCorruptError, PipelineError, StorageError, describe
+from .executors import get_executor
+from .jobs import compute_jobs
 from .keys import RawHashMemo
+from .lock import RunLock
 from .manifest import Item
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
-from .stage import STAGES, Stage
+from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
 from .store import Store
 
 MAX_REPLANS = 3
 
 
-def _nbytes(record: dict[str, Any]) -> int:
-    return sum(v.nbytes if isinstance(v, np.ndarray) else len(str(v)) for v in record.values())
-
-
-class ShardBuffer:
-    """Collects computed records; commits a shard at a row, size or time threshold."""
-
-    def __init__(self, store: Store, stage: str, config: Config):
-        cfg = config["cache"]
-        self.store, self.stage = store, stage
-        self.max_rows, self.max_bytes, self.max_seconds = cfg.shard_rows, cfg.shard_mb * 1e6, cfg.flush_seconds
-        self.keys: list[str] = []
-        self.records: list[dict[str, Any]] = []
-        self.bytes = 0
-        self.since = time.monotonic()
-
-    def add(self, key: str, record: dict[str, Any]) -> None:
-        self.keys.append(key)
-        self.records.append(record)
-        self.bytes += _nbytes(record)
-
-    def maybe_flush(self) -> None:
-        if (
-            len(self.keys) >= self.max_rows
-            or self.bytes >= self.max_bytes
-            or time.monotonic() - self.since >= self.max_seconds
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        if self.keys:
-            self.store.commit_shard(self.stage, self.keys, self.records)
-        self.keys, self.records, self.bytes, self.since = [], [], 0, time.monotonic()
-
-
 class Workspace:
-    """A work directory: its cache, its raw-hash memo, its run lock."""
+    """A work directory: its cache, its raw-hash memo, its run lock. Use it in a ``with`` block."""
 
-    def __init__(self, workdir: str | Path, config: Config):
+    def __init__(self, workdir: str | Path, config: Config, force: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config
+        self.force = set(force)  # dataset-level stages to recompute even when their output exists
+        self.executor = get_executor(config["run"].engine, config)
         self.store = Store(self.workdir, shard_root=config["cache"].root)
         self.memo = RawHashMemo(self.workdir / "cache" / "raw_hashes.sqlite")
         self.raw = RawResolver(self.memo, config)
         self.stages: dict[str, Stage] = {}
-        self._lock = None
+        self._lock = RunLock(self.workdir, config["run"].lock_timeout)
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
-            stage = STAGES[name](self.config[name])
+            stage = stage_class(name)(self.config[name])
             stage.digest_file = self.memo.digest_path
             self.stages[name] = stage
         return self.stages[name]
 
-    # ---- locking -------------------------------------------------------------------------------
     def lock(self, command: str) -> None:
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.workdir / ".lock"))
-        owner = self.workdir / ".lock.owner"
-        try:
-            lock.acquire(timeout=self.config["run"].lock_timeout)
-        except Timeout:
-            try:
-                who = json.loads(owner.read_text())
-                holder = f"pid {who['pid']} on {who['host']} running '{who['command']}' since {who['since']}"
-            except (OSError, ValueError, KeyError):
-                holder = "another process"
-            raise LockBusyError(
-                f"work directory {self.workdir} is in use by {holder}; waited {self.config['run'].lock_timeout:g} s "
-                "(run.lock_timeout). Runs on one work directory take turns; the lock is released when that process "
-                "exits, even if it is killed."
-            ) from None
-        owner.write_text(
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-        )
-        self._lock = lock
+        self._lock.acquire(command)
 
     def close(self) -> None:
         self.memo.close()
         self.store.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._lock.release()
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, targets: list[str], items: list[Item], dry: bool) -> Iterator[StagePlan]:
         """Plans in dependency order. In a dry plan every planned key counts as available downstream;
-        otherwise the caller runs each stage before the next plan is made."""
+        otherwise the caller runs each stage before the next plan is made (a dataset-level stage's plan
+        is completed by running it: ``run_dataset`` both decides and computes)."""
         available: dict[str, dict[str, str]] = {}
         applies: dict[str, set[str]] = {}
+        results: dict[str, Any] = {}
         for name in ancestors_and_self(targets):
-            if STAGES[name].dataset_level:
-                continue
-            plan = plan_stage(self.stage(name), items, available, applies, self.raw)
-            yield plan
+            stage = self.stage(name)
+            if stage.dataset_level:
+                plan = StagePlan(stage, context=self._dataset_context(name, items, available, results, dry))
+                if dry:
+                    _complete(plan)
+                yield plan
+                results[name] = plan.result
+            else:
+                plan = plan_stage(stage, items, available, applies, self.raw)
+                yield plan
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
-            if dry:
+            if dry and not stage.dataset_level:
                 known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
                 available[name] = {i: k for i, k in plan.keys.items() if k not in known_bad}
             else:
                 done = self.store.committed(name)
                 available[name] = {i: k for i, k in plan.keys.items() if k in done}
         self.memo.save()
+
+    def _dataset_context(self, name: str, items: list[Item], available: dict[str, dict[str, str]],
+                         results: dict[str, Any], dry: bool) -> DatasetContext:
+        stage = self.stage(name)
+        return DatasetContext(
+            name=name, items=items, config=self.config, store=self.store, workdir=self.workdir,
+            inputs={s: available.get(s, {}) for s in stage.inputs}, results=results, dry=dry,
+            force=name in self.force, make_buffer=lambda: ShardBuffer(self.store, name, self.config),
+        )
+
+    def dataset_context(self, name: str, items: list[Item], report: Report | None = None) -> DatasetContext:
+        """A context for running dataset-level stage ``name`` on its own, from what the index holds now
+        (e.g. fusing new items with a model's stored statistics)."""
+        available: dict[str, dict[str, str]] = {}
+        inputs = list(self.stage(name).inputs)
+        for plan in self.plan(inputs, items, dry=False):  # nothing runs: committed keys only
+            if plan.stage.name in inputs:
+                done = self.store.committed(plan.stage.name)
+                available[plan.stage.name] = {i: k for i, k in plan.keys.items() if k in done}
+        ctx = self._dataset_context(name, items, available, {}, dry=False)
+        ctx.report = report
+        return ctx
 
     # ---- running -------------------------------------------------------------------------------
     def run(self, targets: list[str], items: list[Item], report: Report) -> Report:
@@ -140,7 +122,10 @@ class Workspace:
         for attempt in range(MAX_REPLANS):
             try:
                 for plan in self.plan(targets, items, dry=False):
-                    self._run_stage(plan, report)
+                    if plan.stage.dataset_level:
+                        self._run_dataset(plan, report)
+                    else:
+                        self._run_stage(plan, report)
                 return report
             except CacheCorruptError as exc:
                 report.warn(str(exc))
@@ -148,6 +133,15 @@ class Workspace:
                     raise
                 report.restart()  # replan from the index: counts start again, committed work stays
         return report
+
+    def _run_dataset(self, plan: StagePlan, report: Report) -> None:
+        started = time.monotonic()
+        stats = report.stage(plan.stage.name)
+        plan.context.report = report
+        _complete(plan)
+        stats["computed"] += plan.result.computed
+        stats["cached"] += plan.result.cached
+        stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
 
     def _run_stage(self, plan: StagePlan, report: Report) -> None:
         stage = plan.stage
@@ -199,7 +193,7 @@ class Workspace:
         return [{"id": ids_by_key[k][0], **records[u]} for k, u in zip(keys, upstream_keys)]
 
     def _guarded(self, stage: Stage, batches, results, report: Report):
-        """Pairs (batch keys, outputs); an engine failure (e.g. a Ray actor whose model cannot load)
+        """Pairs (batch keys, outputs); an executor failure (e.g. a Ray actor whose model cannot load)
         ends this stage as a stage error, keeping what was already computed."""
         results = iter(results)
         for keys in batches:
@@ -208,34 +202,29 @@ class Workspace:
             except (PipelineError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001
-                report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
+                report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
                 return
             yield keys, outputs
-
-    def _downstream(self, name: str) -> list[str]:
-        below = [s for s, cls in STAGES.items() if name in cls.inputs]
-        return below + [d for s in below for d in self._downstream(s)]
 
     def _compute(self, plan: StagePlan, batches: list[list[str]], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
         buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
-        bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
-        local = self.config["run"].engine == "local"
-        results = None
         try:
-            if local:
-                try:
-                    stage.ensure_ready()
-                except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
-                    report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
-                    return
-                report.info(stage.name, stage.describe_run())
-                results = (call_isolated(stage, records) for records in self._prefetched(plan, batches, ids_by_key))
-            else:
-                self._compute_remote(plan, batches, ids_by_key, report)
-                return
+            self.executor.prepare(stage)
+        except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
+            report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
+            return
+        if self.executor.writes_shards:  # workers read their inputs and write shards; here we only commit
+            compute_jobs(self.store, plan, batches, ids_by_key, report, self.executor, downstream(stage.name),
+                         self.config["cache"].shard_rows)
+            report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
+            return
+        report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
+        bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
+        results = self.executor.map(stage, self._prefetched(plan, batches, ids_by_key))
+        try:
             for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
@@ -262,24 +251,7 @@ class Workspace:
             bar.close()
             # Close the input generators now, not whenever the garbage collector gets to them (a
             # finalizer that waits on the prefetch thread during an import would deadlock).
-            if results is not None:
-                results.close()
-
-
-    def _compute_remote(self, plan: StagePlan, batches: list[list[str]], ids_by_key, report: Report) -> None:
-        """Workers read inputs and write shards themselves; this process only commits (pipeline/jobs.py)."""
-        from .jobs import compute_jobs
-        from .ray_engine import RayExecutor
-
-        stage, executor = plan.stage, RayExecutor(self.config)
-        try:
-            executor.prepare(stage)
-        except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
-            report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", self._downstream(stage.name))
-            return
-        compute_jobs(self.store, plan, batches, ids_by_key, report, executor, self._downstream(stage.name),
-                     self.config["cache"].shard_rows)
-        report.info(stage.name, {**stage.describe_run(), **executor.facts})
+            results.close()
 
     def _prefetched(self, plan: StagePlan, batches: list[list[str]], ids_by_key) -> Iterator[list[dict[str, Any]]]:
         """Inputs batch by batch; the next batch is read on a thread (with its own index connection)
@@ -303,20 +275,7 @@ class Workspace:
                 reader.close()
 
 
-def call_isolated(stage: Stage, records: list[dict[str, Any]]) -> list[Any]:
-    """Run a batch; if the batch call itself breaks, run item by item so one bad item fails alone."""
-    try:
-        outputs = stage.process(records)
-        if len(outputs) != len(records):
-            raise RuntimeError(f"stage {stage.name} returned {len(outputs)} outputs for {len(records)} inputs")
-        return outputs
-    except (ItemError, Exception):
-        if len(records) == 1:
-            return [sys.exc_info()[1]]
-    outputs = []
-    for record in records:
-        try:
-            outputs.extend(stage.process([record]))
-        except Exception as exc:  # noqa: BLE001 - any per-item failure becomes data
-            outputs.append(exc)
-    return outputs
+def _complete(plan: StagePlan) -> None:
+    """Run (or, in a dry plan, only plan) a dataset-level stage; its result fills the plan."""
+    plan.result = plan.stage.run_dataset(plan.context)
+    plan.keys = dict(plan.result.keys)

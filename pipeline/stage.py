@@ -1,22 +1,34 @@
-"""The Stage base class and the registry decorator.
+"""The Stage base class, the stage registry, and how one batch is run.
 
-A stage is a pure function over a batch: ``process(batch) -> outputs``, one output per input item,
-each either a dict of fields or an ``ItemError``. Heavy libraries and models load lazily in
-``setup()``, once per process (or per Ray actor), never at import time.
+A per-item stage is a pure function over a batch: ``process(batch) -> outputs``, one output per input
+item, each either a dict of fields or an exception (an ``ItemError`` names what is wrong with the item).
+Heavy libraries and models load lazily in ``setup()``, once per process (or per Ray actor), never at
+import time. ``holds_model`` marks stages whose setup loads a model worth keeping alive between batches
+(executors give them long-lived workers).
+
+A dataset-level stage (``dataset_level = True``, e.g. ``fuse``, ``train``) needs every item's upstream
+output at once; the runner plans it after its inputs and calls ``run_dataset(ctx)`` (see
+``pipeline.dataset``), which computes or reuses its output and returns the per-item keys it holds.
 
 ``inputs`` names what a stage consumes: ``raw:text`` / ``raw:image`` / ``raw:audio`` for raw manifest
-data, or the names of upstream stages.
+data, or the names of upstream stages. Stages register themselves with ``@register`` when their module
+is imported; registering also adds the stage's ``Config`` as a config section. The core never imports
+a stage module: the CLI does (``import stages``).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, ClassVar
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .config import key_fields
-from .errors import ItemError
+from .config import key_fields, register_section
+from .errors import UnknownStageError
 from .keys import digest_bytes, digest_obj
+
+if TYPE_CHECKING:
+    from .dataset import DatasetContext, DatasetResult
 
 STAGES: dict[str, type["Stage"]] = {}
 
@@ -25,7 +37,22 @@ def register(cls: type["Stage"]) -> type["Stage"]:
     if cls.name in STAGES:
         raise ValueError(f"stage {cls.name!r} registered twice")
     STAGES[cls.name] = cls
+    register_section(cls.name, cls.Config)
     return cls
+
+
+def stage_class(name: str) -> type["Stage"]:
+    """The registered stage called ``name``; ``UnknownStageError`` (with a did-you-mean) otherwise."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise UnknownStageError(name, list(STAGES)) from None
+
+
+def downstream(name: str) -> list[str]:
+    """Every registered stage that consumes ``name``'s outputs, directly or not."""
+    below = [s for s, cls in STAGES.items() if name in cls.inputs]
+    return below + [d for s in below for d in downstream(s) if d not in below]
 
 
 class Stage:
@@ -37,8 +64,12 @@ class Stage:
     default_batch_size: ClassVar[int] = 32
     # process_one() releases the GIL for most of its time (decoding, resizing): run items on threads.
     threaded: ClassVar[bool] = False
-    # Needs the whole dataset (e.g. statistics over the train split): run by its own module, not planned per item.
+    # setup() loads a model: executors keep such a stage alive in a long-lived worker (a Ray actor).
+    holds_model: ClassVar[bool] = False
+    # Needs the whole dataset (statistics over the train split, training): run_dataset() instead of process().
     dataset_level: ClassVar[bool] = False
+    # Keeps one cached row per item (False for a stage whose output is a folder, e.g. a trained model).
+    per_item_rows: ClassVar[bool] = True
 
     def __init__(self, config: Any):
         self.config = config
@@ -109,6 +140,29 @@ class Stage:
     def process_one(self, record: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def run_dataset(self, ctx: "DatasetContext") -> "DatasetResult":
+        """Dataset-level stages only: compute or reuse the output from every item's upstream outputs."""
+        raise NotImplementedError(f"stage {self.name} is not dataset-level")
+
     def describe_run(self) -> dict[str, Any]:
         """Facts worth printing in the run report (e.g. which weights were used)."""
         return {}
+
+
+def call_isolated(stage: Stage, records: list[dict[str, Any]]) -> list[Any]:
+    """Run a batch; if the batch call itself breaks, run item by item so one bad item fails alone."""
+    try:
+        outputs = stage.process(records)
+        if len(outputs) != len(records):
+            raise RuntimeError(f"stage {stage.name} returned {len(outputs)} outputs for {len(records)} inputs")
+        return outputs
+    except Exception:  # noqa: BLE001 - retried item by item below
+        if len(records) == 1:
+            return [sys.exc_info()[1]]
+    outputs = []
+    for record in records:
+        try:
+            outputs.extend(stage.process([record]))
+        except Exception as exc:  # noqa: BLE001 - any per-item failure becomes data
+            outputs.append(exc)
+    return outputs

@@ -16,8 +16,11 @@ class StageStatus:
     to_compute: Counter = field(default_factory=Counter)  # reason -> count
     failed: Counter = field(default_factory=Counter)  # error type -> count
     blocked: int = 0
+    note: str = ""  # dataset-level stages: what their own planning found
 
     def line(self) -> str:
+        if self.note and not (self.fresh or self.to_compute or self.failed):
+            return f"{self.stage:<12} {self.note}"
         todo = sum(self.to_compute.values())
         why = ", ".join(f"{n} {r}" for r, n in self.to_compute.most_common())
         failed = sum(self.failed.values())
@@ -27,12 +30,14 @@ class StageStatus:
             parts.append(f"failed {failed} ({kinds})")
         if self.blocked:
             parts.append(f"waiting on failed input {self.blocked}")
+        if self.note:
+            parts.append(self.note)
         return " | ".join(parts)
 
 
 def stage_status(store: Store, plan: StagePlan) -> StageStatus:
     stage = plan.stage
-    status = StageStatus(stage.name, blocked=len(plan.blocked))
+    status = StageStatus(stage.name, blocked=len(plan.blocked), note=plan.result.note if plan.result else "")
     committed = store.committed(stage.name)
     failures = store.failures(stage.name)
     latest = store.latest(stage.name)

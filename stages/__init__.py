@@ -1,4 +1,5 @@
-"""One module per stage. Importing this package registers every stage (cheaply: no heavy imports)."""
+"""One module per stage. Importing this package registers every stage and its config section (cheaply:
+no heavy imports). ``pipeline`` never imports this package; the CLI does."""
 
 from pipeline.stage import STAGES
 

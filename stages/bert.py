@@ -113,6 +113,7 @@ class Bert(Stage):
     version = "1"
     inputs = ("clean_text",)
     Config = BertConfig
+    holds_model = True
 
     def identity(self) -> dict[str, Any]:
         return model_identity(self.config.model, self.digest_file)

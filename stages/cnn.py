@@ -83,6 +83,7 @@ class Cnn(Stage):
     version = "1"
     inputs = ("clean_image",)
     Config = CnnConfig
+    holds_model = True
 
     def identity(self) -> dict[str, Any]:
         cfg = self.config

@@ -1,12 +1,13 @@
 """fuse: join each item's bert, cnn and mfcc vectors into one row: a standardized block per modality
-plus a 0/1 mask per modality.
+plus a 0/1 mask per modality. A dataset-level stage: the runner plans and runs it after its inputs.
 
 A missing modality (empty in the manifest, or failed upstream) becomes zeros with mask 0, or drops the
 item when ``missing = "drop"``; both are counted in the run report. Standardization statistics are
-fitted on the train split only, stored under ``WORKDIR/fuse/`` and copied next to every trained model,
-so prediction reuses them. Fused rows are cached per item like any stage, keyed by the item's feature
-keys and the statistics' digest: new val/test items are appended without refitting; a changed train
-split refits the statistics (the report says so) and so recomputes every row.
+fitted on the train split only (``stages.splits``), stored under ``WORKDIR/fuse/`` and copied next to
+every trained model, so prediction reuses them (``run_fuse(..., stats=...)``). Fused rows are cached per
+item like any stage, keyed by the item's feature keys and the statistics' digest: new val/test items
+are appended without refitting; a changed train split refits the statistics (the report says so) and
+so recomputes every row.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.dataset import DatasetContext, DatasetResult
 from pipeline.errors import ConfigError
 from pipeline.keys import digest_obj, stage_key
 from pipeline.stage import Stage, register
+
+from .splits import with_splits
 
 # modality -> the feature stage that provides it
 MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc"}
@@ -67,42 +71,83 @@ class Stats:
         return cls(meta["digest"], mean, std, meta["train_ids"])
 
 
+@dataclass
+class Fused:
+    """What fuse hands to later stages: the items kept (with their assigned split) and their keys."""
+
+    kept: list[tuple[Any, str]]
+    stats: Stats
+
+
 @register
 class Fuse(Stage):
     name = "fuse"
     version = "1"
     inputs = tuple(MODALITIES.values())
     Config = FuseConfig
-    dataset_level = True  # run by run_dataset(), not by the per-item planner
+    dataset_level = True
+
+    def run_dataset(self, ctx: DatasetContext) -> DatasetResult:
+        items = with_splits(ctx.items, ctx.config["train"])
+        keys = modality_keys(ctx.inputs)
+        if ctx.dry:
+            stats = find_stats(ctx, items, keys, self.config)
+            if stats is None:
+                return DatasetResult(note="statistics not fitted yet: fitted on the train split when fuse runs")
+            kept, _, _, _ = plan_fuse(self, items, keys, stats)
+            return DatasetResult(keys={i.id: k for i, k in kept}, value=Fused(kept, stats))
+        stats = fit_stats(ctx, items, keys, self.config)
+        latest = ctx.folder / "latest"
+        if latest.is_file() and latest.read_text() != stats.digest and ctx.report is not None:
+            old = Stats.load(ctx.folder / latest.read_text())
+            added, removed = set(stats.train_ids) - set(old.train_ids), set(old.train_ids) - set(stats.train_ids)
+            ctx.report.warn(f"fuse: the train split changed ({len(added)} train items added, {len(removed)} removed, or "
+                            "their features changed): standardization refitted, every fused row recomputed")
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        latest.write_text(stats.digest)
+        return fuse_items(ctx, self, items, keys, stats, fitted=True)
+
+
+def modality_keys(inputs: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """modality -> {item id -> committed feature key}."""
+    return {m: inputs.get(stage, {}) for m, stage in MODALITIES.items()}
 
 
 def feature_keys(ws, items) -> dict[str, dict[str, str]]:
-    """modality -> {item id -> committed feature key}."""
-    out = {}
-    for plan in ws.plan(list(MODALITIES.values()), items, dry=False):
-        if plan.stage.name in MODALITIES.values():
-            committed = ws.store.committed(plan.stage.name)
-            modality = next(m for m, s in MODALITIES.items() if s == plan.stage.name)
-            out[modality] = {i: k for i, k in plan.keys.items() if k in committed}
-    return out
+    """modality -> {item id -> committed feature key}, as the index has them now."""
+    return modality_keys(ws.dataset_context("fuse", items).inputs)
 
 
-def _vectors(ws, stage: str, keys: list[str]) -> dict[str, np.ndarray]:
+def _vectors(store, stage: str, keys: list[str]) -> dict[str, np.ndarray]:
     out = {}
     for start in range(0, len(keys), READ_BATCH):
         chunk = keys[start : start + READ_BATCH]
-        for k, rec in ws.store.read(stage, chunk).items():
+        for k, rec in store.read(stage, chunk).items():
             out[k] = rec[stage]
     return out
 
 
-def fit_stats(ws, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> Stats:
+def _stats_digest(items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> tuple[str, list[str]]:
     train = sorted(i.id for i in items if i.split == "train")
     if not train:
         raise ConfigError("fuse: no item has split 'train'; standardization needs training rows")
     membership = [[i, [keys[m].get(i) for m in MODALITIES]] for i in train]
-    digest = digest_obj({"fuse": cfg.__dict__, "train": membership})
-    folder = ws.workdir / "fuse" / digest
+    return digest_obj({"fuse": cfg.__dict__, "train": membership}), train
+
+
+def find_stats(ctx: DatasetContext, items, keys, cfg: FuseConfig) -> Stats | None:
+    """The statistics for this train split if they were fitted already (planning only: nothing is fitted)."""
+    try:
+        digest, _ = _stats_digest(items, keys, cfg)
+    except ConfigError:
+        return None
+    folder = ctx.folder / digest
+    return Stats.load(folder) if (folder / "stats.json").is_file() else None
+
+
+def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> Stats:
+    digest, train = _stats_digest(items, keys, cfg)
+    folder = ctx.folder / digest
     if (folder / "stats.json").is_file():
         return Stats.load(folder)
     mean, std = {}, {}
@@ -113,7 +158,7 @@ def fit_stats(ws, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> St
         shift = total = sq = None
         unique = list(dict.fromkeys(present))
         for start in range(0, len(unique), READ_BATCH):  # streamed: memory bounded by one batch
-            block = np.stack(list(_vectors(ws, stage, unique[start : start + READ_BATCH]).values())).astype(np.float64)
+            block = np.stack(list(_vectors(ctx.store, stage, unique[start : start + READ_BATCH]).values())).astype(np.float64)
             if shift is None:  # shifted sums: no cancellation when the mean dwarfs the spread
                 shift = block.mean(0)
                 total, sq = np.zeros_like(shift), np.zeros_like(shift)
@@ -131,9 +176,8 @@ def fit_stats(ws, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> St
     return stats
 
 
-def plan_fuse(ws, items, keys: dict[str, dict[str, str]], stats: Stats):
+def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], stats: Stats):
     """Fused keys: (kept [(item, key)], {key: (item, feature keys)}, missing counts, dropped count)."""
-    stage = ws.stage("fuse")
     dims = {m: v.shape[0] for m, v in stats.mean.items()}
     digest = digest_obj([stage.digest(), stats.digest])
     kept: list[tuple[Any, str]] = []
@@ -153,52 +197,21 @@ def plan_fuse(ws, items, keys: dict[str, dict[str, str]], stats: Stats):
     return kept, todo, missing, dropped
 
 
-def live_pairs(ws, items) -> list[tuple[str, str]]:
-    """(item id, fused key) for the current manifest + config + latest statistics."""
-    latest = ws.workdir / "fuse" / "latest"
-    if not latest.is_file():
-        return []
-    kept, _, _, _ = plan_fuse(ws, items, feature_keys(ws, items), Stats.load(ws.workdir / "fuse" / latest.read_text()))
-    return [(item.id, k) for item, k in kept]
-
-
-def live_keys(ws, items) -> set[str]:
-    """Fused keys still referenced (for gc)."""
-    return {k for _, k in live_pairs(ws, items)}
-
-
-def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[Any, str]], Stats]:
-    """Fuse every item; returns [(item, fused key)] for the items kept, and the statistics used."""
-    from pipeline.runner import ShardBuffer
-
-    stage = ws.stage("fuse")
-    cfg: FuseConfig = stage.config
-    stats_row = report.stage("fuse")
-    keys = feature_keys(ws, items)
-    fitted_here = stats is None
-    if stats is None:
-        stats = fit_stats(ws, items, keys, cfg)
-        previous = ws.workdir / "fuse" / "latest"
-        if previous.is_file() and previous.read_text() != stats.digest:
-            old = Stats.load(ws.workdir / "fuse" / previous.read_text())
-            added, removed = set(stats.train_ids) - set(old.train_ids), set(old.train_ids) - set(stats.train_ids)
-            report.warn(f"fuse: the train split changed ({len(added)} train items added, {len(removed)} removed, or "
-                        "their features changed): standardization refitted, every fused row recomputed")
-        previous.parent.mkdir(parents=True, exist_ok=True)
-        previous.write_text(stats.digest)
-    kept, todo, missing, dropped = plan_fuse(ws, items, keys, stats)
-    committed = ws.store.committed("fuse")
-    stats_row["cached"] += sum(1 for _, k in kept if k in committed)
+def fuse_items(ctx: DatasetContext, stage: Stage, items, keys, stats: Stats, fitted: bool) -> DatasetResult:
+    """Fused rows for every item (cached rows reused); the result's value is a ``Fused``."""
+    kept, todo, missing, dropped = plan_fuse(stage, items, keys, stats)
+    committed = ctx.store.committed("fuse")
+    cached = sum(1 for _, k in kept if k in committed)
     todo = {k: v for k, v in todo.items() if k not in committed}
     dims = {m: v.shape[0] for m, v in stats.mean.items()}
-    buffer = ShardBuffer(ws.store, "fuse", ws.config)
+    buffer = ctx.buffer()
     todo_keys = list(todo)
     for start in range(0, len(todo_keys), READ_BATCH):
         chunk = todo_keys[start : start + READ_BATCH]
         vectors = {}
         for i, (m, stage_name) in enumerate(MODALITIES.items()):
             wanted = [todo[k][1][i] for k in chunk if todo[k][1][i] is not None]
-            vectors[m] = _vectors(ws, stage_name, wanted) if wanted else {}
+            vectors[m] = _vectors(ctx.store, stage_name, wanted) if wanted else {}
         for k in chunk:
             record = {}
             for i, m in enumerate(MODALITIES):
@@ -211,17 +224,37 @@ def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[
                     record[m] = ((vectors[m][fkey] - stats.mean[m]) / stats.std[m]).astype(np.float32)
                     record[f"{m}_mask"] = 1.0
             buffer.add(k, record)
-        stats_row["computed"] += len(chunk)
         buffer.maybe_flush()
     buffer.flush()
-    report.data["fuse"] = {
-        "missing_modality": missing,
-        "policy": cfg.missing,
-        "dropped": dropped,
-        "statistics": ("fitted" if fitted_here else "from model") + f" on {len(stats.train_ids)} train items",
-        "modalities": sorted(dims),
-    }
-    return kept, stats
+    if ctx.report is not None:
+        ctx.report.data["fuse"] = {
+            "missing_modality": missing,
+            "policy": stage.config.missing,
+            "dropped": dropped,
+            "statistics": ("fitted" if fitted else "from model") + f" on {len(stats.train_ids)} train items",
+            "modalities": sorted(dims),
+        }
+    computed = sum(1 for _, k in kept if k in todo)
+    return DatasetResult(keys={i.id: k for i, k in kept}, value=Fused(kept, stats), computed=computed, cached=cached)
+
+
+def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[Any, str]], Stats]:
+    """Fuse items outside a planned run (e.g. new items with a trained model's statistics); returns
+    [(item, fused key)] for the items kept, and the statistics used. Counts go to the report's fuse row."""
+    import time
+
+    started = time.monotonic()
+    ctx = ws.dataset_context("fuse", items, report)
+    stage = ws.stage("fuse")
+    if stats is None:
+        result = stage.run_dataset(ctx)
+    else:
+        result = fuse_items(ctx, stage, items, modality_keys(ctx.inputs), stats, fitted=False)
+    row = report.stage("fuse")
+    row["computed"] += result.computed
+    row["cached"] += result.cached
+    row["seconds"] = round(row["seconds"] + time.monotonic() - started, 3)
+    return result.value.kept, result.value.stats
 
 
 def load_fused(ws, kept: list[tuple[Any, str]]) -> dict[str, np.ndarray]:

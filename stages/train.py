@@ -1,10 +1,12 @@
 """train: the three-branch model on the fused features, with metrics, plots and modality ablation.
 
-Outputs under ``WORKDIR/models/<run-id>/`` (``latest`` points at the newest): ``model.keras``,
-``labels.json``, ``stats.npz`` + ``stats.json`` (standardization), ``config.json`` (the exact config),
-``metrics.json``, ``history.json``, ``logs/`` (TensorBoard), ``learning_curves.png``,
-``confusion_matrix.png``, ``ablation.png``. The run id is a digest of the fused data, the splits and
-the training config: the same inputs reuse the stored model unless ``--force``.
+A dataset-level stage after ``fuse``; its output is a folder, ``WORKDIR/models/<run-id>/`` (``latest``
+points at the newest): ``model.keras``, ``labels.json``, ``stats.npz`` + ``stats.json``
+(standardization), ``config.json`` (the exact config), ``metrics.json``, ``history.json``, ``logs/``
+(TensorBoard), ``learning_curves.png``, ``confusion_matrix.png``, ``ablation.png``. The run id is a
+digest of the fused rows, the splits, the labels and this stage's digest (config, code, model
+builders): the same inputs reuse the stored model unless ``--force``. Model builders: ``stages.model``;
+plots: ``stages.plots``.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import register_section
+from pipeline.dataset import DatasetContext, DatasetResult
 from pipeline.errors import ConfigError
-from pipeline.keys import digest_obj
+from pipeline.keys import digest_bytes, digest_obj
+from pipeline.stage import Stage, register
 
-from .fuse import MODALITIES
+from .fuse import MODALITIES, load_fused
+from .splits import assign_splits  # noqa: F401  (kept importable here)
 
 
 @dataclass
@@ -51,26 +55,6 @@ class TrainConfig:
         if not 0 <= self.dropout < 1 or not 0 <= self.modality_dropout < 1:
             return "dropout and modality_dropout must be within [0, 1)"
         return None
-
-
-register_section("train", TrainConfig)
-
-
-def assign_splits(items, cfg: TrainConfig) -> dict[str, str]:
-    """The manifest's splits; a seeded stratified split for items without one."""
-    given = {i.id: i.split for i in items if i.split}
-    missing = [i for i in items if not i.split and i.label]
-    if missing:
-        from sklearn.model_selection import train_test_split
-
-        ids, labels = [i.id for i in missing], [i.label for i in missing]
-        strat = labels if min(labels.count(x) for x in set(labels)) >= 3 else None
-        rest, test = train_test_split(ids, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=strat)
-        rest_labels = [labels[ids.index(r)] for r in rest] if strat else None
-        train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction), random_state=cfg.seed,
-                                      stratify=rest_labels)
-        given.update({i: "train" for i in train} | {i: "val" for i in val} | {i: "test" for i in test})
-    return given
 
 
 def _inputs(arrays: dict[str, np.ndarray], rows: np.ndarray, modalities: list[str]) -> dict[str, np.ndarray]:
@@ -108,11 +92,15 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
 
 
 def predict_proba(model, arrays: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray:
+    """Class probabilities, 256 rows per batch. The rows go in as a batched ``tf.data`` dataset: given
+    numpy arrays, Keras would build a parallel-map pipeline that TensorFlow's op determinism rewrites,
+    logging an "E0000 ... use_unbounded_threadpool" line that reads like an error."""
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # a smaller last batch retraces once; that is expected, not news
     rows = np.arange(len(next(iter(arrays.values()))))
-    return np.asarray(model.predict(_inputs(arrays, rows, modalities), batch_size=256, verbose=0))
+    batches = tf.data.Dataset.from_tensor_slices(_inputs(arrays, rows, modalities)).batch(256)
+    return np.asarray(model.predict(batches, verbose=0))
 
 
 def _scores(y_true, y_pred, labels: list[str]) -> dict[str, Any]:
@@ -131,33 +119,60 @@ def _scores(y_true, y_pred, labels: list[str]) -> dict[str, Any]:
     }
 
 
-def train(ws, items, report, force: bool = False) -> Path:
-    """Fuse, then train (or reuse) the model; returns the run folder."""
-    from .fuse import load_fused, run_fuse
+@register
+class Train(Stage):
+    name = "train"
+    version = "1"
+    inputs = ("fuse",)
+    Config = TrainConfig
+    dataset_level = True
+    per_item_rows = False
 
-    cfg: TrainConfig = ws.config["train"]
-    splits = assign_splits(items, cfg)
-    labelled = [i for i in items if i.label]
-    if not labelled:
-        raise ConfigError("train: no item has a label")
-    kept, stats = run_fuse(ws, [_with_split(i, splits) for i in labelled], report)
-    if not kept:
-        raise ConfigError("train: no item has any usable modality after fusion")
-    labels = sorted({i.label for i, _ in kept})
-    run_id = digest_obj({"fused": [[i.id, k, splits.get(i.id, "")] for i, k in kept], "train": asdict(cfg),
-                         "labels": labels})[:16]
-    run_dir = ws.workdir / "models" / run_id
-    if (run_dir / "metrics.json").is_file() and not force:
-        _point_latest(ws.workdir / "models", run_id)
-        report.data["train"] = {"run": str(run_dir), "cached": True}
-        return run_dir
-    started = time.monotonic()
-    tmp_dir = run_dir.with_name(run_id + ".partial")
+    def identity(self) -> dict[str, Any]:
+        here = Path(__file__).parent  # the model builders and plots shape the output too
+        return {name: digest_bytes((here / name).read_bytes()) for name in ("model.py", "plots.py")}
+
+    def run_dataset(self, ctx: DatasetContext) -> DatasetResult:
+        fused = ctx.results.get("fuse")
+        if fused is None or fused.value is None:
+            if ctx.dry:
+                return DatasetResult(note="waiting on fuse")
+            raise ConfigError("train: fuse produced no rows to train on")
+        kept = [(item, key) for item, key in fused.value.kept if item.label]
+        if not kept:
+            if ctx.dry:
+                return DatasetResult(note="no labelled item to train on")
+            raise ConfigError("train: no item has a label" if not any(i.label for i in ctx.items)
+                              else "train: no labelled item has any usable modality after fusion")
+        labels = sorted({i.label for i, _ in kept})
+        run_id = digest_obj({"fused": [[i.id, k, i.split] for i, k in kept], "train": self.digest(), "labels": labels})[:16]
+        models = ctx.workdir / "models"
+        run_dir = models / run_id
+        if (run_dir / "metrics.json").is_file() and not ctx.force:
+            if ctx.dry:
+                return DatasetResult(note=f"model {run_id} is up to date ({run_dir})")
+            _point_latest(models, run_id)
+            ctx.report.data["train"] = {"run": str(run_dir), "cached": True}
+            return DatasetResult(value=run_dir, cached=1)
+        if ctx.dry:
+            return DatasetResult(note=f"to train: model {run_id} ({len(kept)} labelled items; fused data or config changed)")
+        started = time.monotonic()
+        ablation = fit_and_save(ctx, kept, labels, fused.value.stats, run_dir)
+        _point_latest(models, run_id)
+        ctx.report.data["train"] = {"run": str(run_dir), "cached": False, "seconds": round(time.monotonic() - started, 1),
+                                    "test_accuracy": ablation}
+        return DatasetResult(value=run_dir, computed=1)
+
+
+def fit_and_save(ctx: DatasetContext, kept, labels: list[str], stats, run_dir: Path) -> dict[str, Any]:
+    """Train the model (and the ablation models), write every output into ``run_dir`` atomically."""
+    cfg: TrainConfig = ctx.config["train"]
+    tmp_dir = run_dir.with_name(run_dir.name + ".partial")
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    arrays = load_fused(ws, kept)
+    arrays = load_fused(ctx, kept)
     modalities = [m for m in MODALITIES if m in arrays]
     y = np.array([labels.index(i.label) for i, _ in kept])
-    split = np.array([splits.get(i.id, "") for i, _ in kept])
+    split = np.array([i.split for i, _ in kept])
     if not (split == "val").any():
         raise ConfigError("train: no item has split 'val' (needed for early stopping)")
     model, history = _fit(arrays, y, split, modalities, len(labels), cfg, tmp_dir)
@@ -176,7 +191,7 @@ def train(ws, items, report, force: bool = False) -> Path:
     model.save(tmp_dir / "model.keras")
     stats.save(tmp_dir)
     (tmp_dir / "labels.json").write_text(json.dumps(labels))
-    (tmp_dir / "config.json").write_text(json.dumps(ws.config.to_dict(), indent=2))
+    (tmp_dir / "config.json").write_text(json.dumps(ctx.config.to_dict(), indent=2))
     (tmp_dir / "history.json").write_text(json.dumps({k: [float(v) for v in vs] for k, vs in history.items()}, indent=2))
     (tmp_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from .plots import plot_ablation, plot_confusion, plot_history
@@ -189,16 +204,7 @@ def train(ws, items, report, force: bool = False) -> Path:
 
         shutil.rmtree(run_dir)
     os.replace(tmp_dir, run_dir)
-    _point_latest(ws.workdir / "models", run_id)
-    report.data["train"] = {"run": str(run_dir), "cached": False, "seconds": round(time.monotonic() - started, 1),
-                            "test_accuracy": ablation}
-    return run_dir
-
-
-def _with_split(item, splits: dict[str, str]):
-    from dataclasses import replace
-
-    return replace(item, split=splits.get(item.id, item.split))
+    return ablation
 
 
 def _point_latest(models: Path, run_id: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+import stages  # noqa: F401  (registers the stages and their config sections, as the CLI does)
 from pipeline.cli import main
 
 # Small sizes keep the suite fast; the code paths are the real ones.

@@ -25,13 +25,9 @@ import time
 import warnings
 from typing import Any, Iterator
 
-from .config import RayConfig
-
-MODEL_STAGES = ("bert", "cnn")
-
-
-def holds_model(stage) -> bool:
-    return bool(getattr(stage, "holds_model", stage.name in MODEL_STAGES))
+from ..config import RayConfig
+from ..stage import Stage
+from . import Executor as Base
 
 
 class _Worker:
@@ -98,19 +94,23 @@ def _counter_class(ray):
     return Loads
 
 
-class RayExecutor:
+class Executor(Base):
     name = "ray"
     writes_shards = True
 
     def __init__(self, config):
-        self.config = config
+        super().__init__(config)
         self.cfg: RayConfig = config["ray"]
-        self.facts: dict[str, Any] = {"engine": "ray"}
+        self._facts: dict[str, Any] = {"engine": "ray"}
 
-    def spec(self, stage) -> dict[str, float]:
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self._facts
+
+    def spec(self, stage: Stage) -> dict[str, float]:
         return {"actors": 1, "num_cpus": 1, "num_gpus": 0, **self.cfg.stages.get(stage.name, {})}
 
-    def prepare(self, stage) -> None:
+    def prepare(self, stage: Stage) -> None:
         """Start (or connect to) Ray and check that some node can host one worker of this stage."""
         import logging
 
@@ -131,27 +131,27 @@ class RayExecutor:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         fits = sum(min(n.get("CPU", 0) // spec["num_cpus"] if spec["num_cpus"] else 1 << 30,
                        n.get("GPU", 0) // spec["num_gpus"] if spec["num_gpus"] else 1 << 30) for n in nodes)
-        wanted = int(spec["actors"]) if holds_model(stage) else 1
+        wanted = int(spec["actors"]) if stage.holds_model else 1
         if fits < wanted:
             offered = sorted((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes)
             raise RuntimeError(f"the Ray cluster can host {int(fits)} of the {wanted} workers that ray.stages.{stage.name} asks "
                                f"for (num_cpus={spec['num_cpus']}, num_gpus={spec['num_gpus']} each); its nodes offer "
                                f"(CPU, GPU) {offered}")
 
-    def slots(self, stage) -> int:
+    def slots(self, stage: Stage) -> int:
         """How many jobs can run at once: the actors, or the cluster's CPUs over a task's num_cpus."""
         import ray
 
         spec = self.spec(stage)
-        if holds_model(stage):
+        if stage.holds_model:
             return int(spec["actors"])
         return max(1, int(ray.cluster_resources().get("CPU", 1) / max(spec["num_cpus"], 0.01)))
 
-    def run_jobs(self, stage, jobs: list[dict], root: str) -> Iterator[dict]:
-        """Results as workers finish them (any order). ``self.facts`` is complete once exhausted."""
+    def run_jobs(self, stage: Stage, jobs: list[dict], root: str) -> Iterator[dict]:
+        """Results as workers finish them (any order); ``facts`` is complete once this is exhausted."""
         import ray
 
-        spec = self.spec(stage)
+        spec, self._facts = self.spec(stage), {"engine": "ray"}
         counter = _counter_class(ray).remote()
         cls = type(stage)
         args = {"ref": f"{cls.__module__}:{cls.__qualname__}", "section": dataclasses.asdict(stage.config), "root": root,
@@ -163,7 +163,7 @@ class RayExecutor:
         retries = self.cfg.retries
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")  # retries have no named parameter in 2.60
-        if holds_model(stage):
+        if stage.holds_model:
             ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=int(spec["actors"])),
                                 fn_constructor_kwargs=args, max_restarts=retries, max_task_retries=retries, **resources)
         else:
@@ -177,20 +177,20 @@ class RayExecutor:
             yield result
         loads = ray.get(counter.summary.remote())
         items = sum(len(batch) for job in jobs for batch in job["batches"])
-        self.facts = {"engine": "ray", **self._facts(stage, spec, loads, results, started),
+        self._facts = {"engine": "ray", **self._run_facts(stage, spec, loads, results, started),
                       "driver_bytes_per_item": round((sent + received) / max(items, 1), 1)}
 
     @staticmethod
-    def _facts(stage, spec, loads, results, started) -> dict[str, Any]:
+    def _run_facts(stage, spec, loads, results, started) -> dict[str, Any]:
         """Workers and start-up; items/s from when every worker was ready to the last result."""
-        facts: dict[str, Any] = {"actors": int(spec["actors"]), "model_loads": len(loads)} if holds_model(stage) \
+        facts: dict[str, Any] = {"actors": int(spec["actors"]), "model_loads": len(loads)} if stage.holds_model \
             else {"workers": len({w for w, _ in loads})}
         done = [r for r in results if r.get("finished")]
         facts["nodes"] = len({w.split(":")[0] for w, _ in loads})  # nodes the workers ran on
         if not loads or not done:
             return facts
         # Ready: when the pool's first actors (a task stage's first worker) had loaded; restarts come later.
-        first = int(spec["actors"]) if holds_model(stage) else 1
+        first = int(spec["actors"]) if stage.holds_model else 1
         ready = sorted(t for _, t in loads)[min(first, len(loads)) - 1]
         end = max(r["finished"] for r in done)
         items = 0.0

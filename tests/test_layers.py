@@ -1,0 +1,118 @@
+"""The core's layering: pipeline/ imports no stage or serving module; executors are chosen by name;
+dataset-level stages (fuse, train) run through the same runner and CLI paths as per-item stages."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dummies import make_items, run, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imported_modules(path: Path) -> list[tuple[str, int, bool]]:
+    """(module, line, at module level) for every import in a file, lazy ones included."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, node.lineno, id(node) in top))
+    return found
+
+
+def test_core_imports_no_stage_or_serving_module():
+    offenders = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for module, line, top in _imported_modules(path):
+            if module.split(".")[0] in ("stages", "serving"):
+                # Only the CLI wires plugins in, and only lazily (inside a command).
+                if path.name != "cli.py" or top:
+                    offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert offenders == []
+
+
+def test_loading_the_core_loads_no_stage_module():
+    code = ("import sys\nimport pipeline.runner, pipeline.config, pipeline.store, pipeline.plan, pipeline.stage, "
+            "pipeline.executors.local, pipeline.export, pipeline.status\n"
+            "print([m for m in sys.modules if m.split('.')[0] in ('stages', 'serving')])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_config_sections_come_from_registered_stages():
+    from pipeline.config import SECTIONS
+    from pipeline.stage import STAGES
+
+    assert {"clean_text", "bert", "cnn", "mfcc", "fuse", "train"} <= set(STAGES)
+    assert all(SECTIONS[name] is cls.Config for name, cls in STAGES.items())
+    assert {name for name, cls in STAGES.items() if cls.holds_model} == {"bert", "cnn"}
+
+
+def test_executors_are_chosen_by_name():
+    from pipeline.config import Config
+    from pipeline.errors import ConfigError
+    from pipeline.executors import get_executor
+
+    config = Config.load(None, [])
+    assert get_executor("local", config).name == "local"
+    assert get_executor("ray", config).name == "ray"  # the module loads; Ray itself starts only when used
+    with pytest.raises(ConfigError, match="engine must be one of local, ray"):
+        Config.load(None, ['run.engine="spark"'])
+
+
+def test_unknown_stage_is_one_typed_error_with_a_hint(tmp_path, capsys):
+    from pipeline.cli import main
+
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 1))
+    for argv in (["run", "mfc"], ["export", "mfc", "--out", str(tmp_path / "x.parquet")], ["status", "--stage", "mfc"]):
+        assert main([*argv, "-m", str(m), "-w", str(tmp_path / "w"), "-q"]) == 2
+        assert "unknown stage 'mfc' (did you mean 'mfcc'?)" in capsys.readouterr().err
+
+
+def test_workspace_is_a_context_manager_that_releases_its_lock(tmp_path):
+    from pipeline.config import Config
+    from pipeline.runner import Workspace
+
+    config = Config.load(None, ["run.lock_timeout=0"])
+    with Workspace(tmp_path / "w", config) as ws:
+        ws.lock("first")
+    with Workspace(tmp_path / "w", config) as ws:  # would wait, then refuse, if the lock were still held
+        ws.lock("second")
+
+
+def test_fuse_and_train_are_planned_run_and_exported_through_the_ordinary_paths(tmp_path, capsys):
+    from pipeline.cli import main
+
+    from dummies import SMALL
+
+    data = tmp_path / "data"
+    m = write_manifest(data / "m.csv", make_items(data, 0, 6))
+    first = run(m, tmp_path / "w", command="run fuse")
+    assert first["stages"]["fuse"]["computed"] == 6 and first["stages"]["fuse"]["seconds"] > 0
+    assert first["fuse"]["statistics"] == "fitted on 2 train items"
+    again = run(m, tmp_path / "w", command="run fuse")
+    assert again["stages"]["fuse"]["computed"] == 0 and again["stages"]["fuse"]["cached"] == 6
+    assert sum(s["computed"] for s in again["stages"].values()) == 0
+    out = tmp_path / "fuse.parquet"
+    run(m, tmp_path / "w", "--out", str(out), command="export fuse")
+    frame = pd.read_parquet(out)
+    assert sorted(frame["id"]) == [f"item{i:03d}" for i in range(6)]
+    assert set(frame["text_mask"]) == {1.0} and len(frame["audio"].iloc[0]) == 26
+
+    capsys.readouterr()
+    args = ["status", "-m", str(m), "-w", str(tmp_path / "w"), "--stage", "train"]
+    for s in SMALL:
+        args += ["--set", s]
+    assert main(args) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "fresh      6" in lines["fuse"] and "to compute      0" in lines["fuse"]
+    assert "to train: model" in lines["train"]
+    with pytest.raises(AssertionError, match="exited 2"):  # a model folder is not rows to export
+        run(m, tmp_path / "w", "--out", str(tmp_path / "t.parquet"), command="export train")
