@@ -14,7 +14,7 @@ RUN_ARGS  = --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --set
 MODEL    ?= $(WORKDIR)/models/latest
 OUT      ?= predictions.csv
 
-.PHONY: venv demo-data features stage train predict status gc test test-heavy bench bench-ray clean
+.PHONY: venv demo-data features stage train predict status gc test test-heavy test-ray bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ test: venv
 
 test-heavy: venv
 	$(PY) -m pytest -q -m heavy
+
+test-ray: venv
+	$(PY) -m pytest -q -m ray
 
 bench: venv
 	$(PY) -m bench.run
