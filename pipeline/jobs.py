@@ -49,7 +49,7 @@ def describe_jobs(plan: StagePlan, batches: list[list[str]], ids_by_key: dict[st
     sums: dict[str, str] = {}
     if upstream:
         where = store.locations(source, [plan.payload[k][0] for b in batches for k in b])
-        sums = store.checksums(shard for shard, _ in where.values())
+        sums = store.checksums(source)
     jobs = []
     for start in range(0, len(batches), per_job):
         shards: dict[str, int] = {}

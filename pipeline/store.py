@@ -10,7 +10,8 @@ A shard is written to a temporary file, fsynced, renamed into place, and only th
 index in one transaction: an item counts as done only once its shard is committed. A crash leaves at
 most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
 kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
-recomputed, never silently read.
+recomputed, never silently read. A shard may also be written by another process (a Ray worker, with
+``shard_file`` and the same atomic write) and then committed here with ``adopt_shard``.
 
 Arrays are stored as flat Arrow lists plus a ``<field>.shape`` column, so pandas reads shards directly.
 """
@@ -169,28 +170,18 @@ class Store:
             self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
 
     def adopt_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
-        """Commit a shard another process already wrote (a Ray worker): it must be in place and whole."""
-        actual = self.shards.size(name)
-        if actual != size:
-            state = "missing" if actual < 0 else f"{actual} bytes instead of {size}"
-            raise StorageError(
-                f"shard {self.shards.path(name)} written by a worker is {state} here: cache.root must be storage that "
-                "every node and the driver reach (a shared file system or an object store)"
-            )
+        """Commit a shard another process (a Ray worker) already wrote: it must be in place and whole."""
+        if self.shards.size(name) != size:
+            raise StorageError(f"shard {self.shards.path(name)} written by a worker is missing or incomplete here: "
+                               "cache.root must be storage that every node and the driver reach")
         try:
             self._record_shard(stage, name, checksum, keys, size)
         except sqlite3.OperationalError as exc:
             raise StorageError(f"cannot write the cache index under {self.root} ({exc})") from None
 
-    def checksums(self, names: Iterable[str]) -> dict[str, str]:
-        """Shard name -> its recorded checksum."""
-        wanted = list(dict.fromkeys(names))
-        found: dict[str, str] = {}
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.execute(f"SELECT name, checksum FROM shards WHERE name IN ({marks})", chunk).fetchall())
-        return found
+    def checksums(self, stage: str) -> dict[str, str]:
+        """Shard name -> recorded checksum, for one stage's shards."""
+        return dict(self.db.execute("SELECT name, checksum FROM shards WHERE stage = ?", (stage,)).fetchall())
 
     def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
         """rows: (key, item id, error type, message, permanent)."""

@@ -182,7 +182,7 @@ class Executor(Base):
 
     @staticmethod
     def _run_facts(stage, spec, loads, results, started) -> dict[str, Any]:
-        """Workers and start-up; items/s from when every worker was ready to the last result."""
+        """Workers and start-up; items/s from when the pool was ready and work flowed to the last result."""
         facts: dict[str, Any] = {"actors": int(spec["actors"]), "model_loads": len(loads)} if stage.holds_model \
             else {"workers": len({w for w, _ in loads})}
         done = [r for r in results if r.get("finished")]
@@ -192,6 +192,7 @@ class Executor(Base):
         # Ready: when the pool's first actors (a task stage's first worker) had loaded; restarts come later.
         first = int(spec["actors"]) if stage.holds_model else 1
         ready = sorted(t for _, t in loads)[min(first, len(loads)) - 1]
+        ready = max(ready, min(r["started"] for r in done))  # and the first job dispatched
         end = max(r["finished"] for r in done)
         items = 0.0
         for r in done:
