@@ -139,13 +139,14 @@ class ShardWriter:
         return name
 
 
-def run_job(stage, job: dict, folder: Folder, cache: Any) -> dict[str, Any]:
-    """Do one job (see the module docstring); ``cache`` is the run's ``CacheConfig``."""
+def run_job(stage, job: dict, reader: ShardReader, cache: Any) -> dict[str, Any]:
+    """Do one job (see the module docstring). ``reader`` lives as long as the worker, so consecutive jobs
+    reuse the upstream shard they share; ``cache`` is the run's ``CacheConfig``."""
     from .buffer import ShardBuffer
     from .stage import call_isolated
 
     started = time.time()
-    reader, writer = ShardReader(folder), ShardWriter(folder)
+    writer = ShardWriter(reader.folder)
     buffer = ShardBuffer(writer, stage.name, {"cache": cache})
     errors: list[list[Any]] = []
     try:

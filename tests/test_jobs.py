@@ -14,7 +14,7 @@ from dummies import make_items, run, write_manifest
 from pipeline.executors import ENGINES
 from pipeline.executors import Executor as Base
 from pipeline.fs import Folder
-from pipeline.jobs import batches_per_job, run_job
+from pipeline.jobs import ShardReader, batches_per_job, run_job
 
 STAGES = ["clean_audio", "mfcc"]
 ENGINE = ["--set", 'run.engine="inprocess"', "--set", "clean_audio.batch_size=2", "--set", "mfcc.batch_size=2"]
@@ -37,9 +37,10 @@ class Executor(Base):
         return 2
 
     def run_jobs(self, stage, jobs, root):
+        reader = ShardReader(Folder(root))
         for job in jobs:
             descriptor = json.loads(json.dumps(job))
-            result = json.loads(json.dumps(run_job(stage, descriptor, Folder(root), self.config["cache"])))
+            result = json.loads(json.dumps(run_job(stage, descriptor, reader, self.config["cache"])))
             if job["job"] in self.lose:
                 continue
             yield result

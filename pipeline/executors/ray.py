@@ -36,11 +36,12 @@ class _Worker:
     def __init__(self, ref: str, section: dict, root: str, cache: dict, counter, threads: int):
         from pipeline.config import CacheConfig
         from pipeline.fs import Folder
+        from pipeline.jobs import ShardReader
 
         import ray
 
         self.id = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
-        self.folder, self.cache, self.error = Folder(root), CacheConfig(**cache), None
+        self.reader, self.cache, self.error = ShardReader(Folder(root)), CacheConfig(**cache), None
         for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # as Ray does for OMP/torch
             os.environ.setdefault(var, str(threads))
         try:
@@ -62,7 +63,7 @@ class _Worker:
             if self.error:
                 result = {"job": job["job"], "setup_error": self.error}
             else:
-                result = {**run_job(self.stage, job, self.folder, self.cache), "worker": self.id}
+                result = {**run_job(self.stage, job, self.reader, self.cache), "worker": self.id}
             out.append(json.dumps(result))
         return {"result": out}
 
