@@ -1,4 +1,5 @@
-"""make bench: each figure a ratio against a baseline measured in the same run (not a timed test).
+"""make bench: each figure a ratio against a baseline measured in the same run (not a timed test), plus
+the early-cutoff counts on the demo (bench/cutoff.py).
 
 Writes bench/results/bench.json and prints a table. Sizes are small enough for a 2-core machine
 (a few minutes); BENCH_SCALE=2 doubles them.
@@ -184,9 +185,14 @@ def main() -> int:
         bench_cnn(tmp)
         bench_mfcc(tmp)
         bench_memory(tmp)
+        print("early cutoff on the demo (items computed after a change whose cleaned output is identical)", flush=True)
+        from bench.cutoff import run_cutoff
+
+        cutoff = run_cutoff(tmp)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS}, indent=2))
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
+                                                "cutoff": cutoff}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

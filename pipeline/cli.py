@@ -219,10 +219,13 @@ def cmd_gc(args) -> int:
         ws.lock("gc")
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
-            live[plan.stage.name] = set(plan.keys.values())
+            # An item waiting on an upstream output still to compute keeps its last entry: it is
+            # reused if that output comes out unchanged.
+            latest = ws.store.latest(plan.stage.name) if plan.pending else {}
+            live[plan.stage.name] = set(plan.keys.values()) | {latest[i][0] for i in plan.pending if i in latest}
         if args.dry_run:
             for stage in STAGES:
-                dead = ws.store.committed(stage) - live.get(stage, set())
+                dead = ws.store.committed(stage).keys() - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
             return 0
         stats = ws.store.gc(live)

@@ -2,7 +2,7 @@
 
 The runner plans a dataset-level stage (``Stage.dataset_level``) like any other: after its inputs, in
 dependency order, in the same run. It calls ``stage.run_dataset(ctx)`` once with every item's
-committed upstream keys; the stage computes what it must, reuses what it can
+committed upstream keys and their output digests (what its own keys should be derived from); the stage computes what it must, reuses what it can
 (per-item rows through ``ctx.buffer()`` and the store, or a folder of its own under
 ``ctx.folder``), and returns a ``DatasetResult``: the per-item keys it holds (empty for a stage whose
 output is a folder, like ``train``), a value later dataset-level stages read from ``ctx.results``, and
@@ -40,6 +40,7 @@ class DatasetContext:
     store: "Store"
     workdir: Path
     inputs: dict[str, dict[str, str]]  # upstream stage -> {item id -> committed key}
+    digests: dict[str, dict[str, str]]  # upstream stage -> {key -> content digest of that output}
     results: dict[str, DatasetResult]  # earlier dataset-level stages of this run or plan
     report: "Report | None" = None  # None in a dry plan
     dry: bool = False
@@ -53,3 +54,8 @@ class DatasetContext:
 
     def buffer(self):
         return self.make_buffer()
+
+    def input_digest(self, stage: str, item_id: str) -> str | None:
+        """The content digest of an item's committed output in an upstream stage (None: no output)."""
+        key = self.inputs.get(stage, {}).get(item_id)
+        return None if key is None else self.digests[stage][key]

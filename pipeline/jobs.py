@@ -12,9 +12,9 @@ lives (inline text or a raw file path or URI; or an upstream shard's name, check
    rename), cut at the same ``cache.shard_rows`` / ``shard_mb`` / ``flush_seconds`` thresholds and only
    between batches,
 
-and returns only (shard name, checksum, size, keys) per shard and (key, error, message, permanent) per
-failed item. The driver commits each shard into its index (``Store.adopt_shard``); a shard whose job is
-never committed is an orphan that the next run's ``Store.remove_debris`` deletes.
+and returns only (shard name, checksum, size, keys, output digests) per shard and (key, error, message,
+permanent) per failed item. The driver commits each shard into its index (``Store.adopt_shard``); a shard
+whose job is never committed is an orphan that the next run's ``Store.remove_debris`` deletes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import describe
 from .fs import Folder, is_uri
+from .keys import digest_bytes, digest_record
 from .plan import RAW_PREFIX, StagePlan
 from .store import decode_rows, shard_file
 
@@ -98,8 +99,6 @@ class ShardReader:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .keys import digest_bytes
-
         if name not in self.tables:
             try:
                 data = self.folder.read(name)
@@ -135,7 +134,8 @@ class ShardWriter:
     def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
         name, checksum, data = shard_file(stage, keys, records)
         self.folder.write_atomic(name, data, f".{os.getpid()}.tmp")
-        self.written.append({"name": name, "checksum": checksum, "bytes": len(data), "keys": list(keys)})
+        self.written.append({"name": name, "checksum": checksum, "bytes": len(data), "keys": list(keys),
+                             "digests": [digest_record(r) for r in records]})  # what downstream keys derive from
         return name
 
 
@@ -202,7 +202,8 @@ def compute_jobs(store, plan: StagePlan, batches: list[list[str]], ids_by_key: d
                 raise CacheCorruptError(f"cache shard {result['corrupt']} is missing or fails its checksum; dropped its "
                                         f"{dropped} entries of stage '{plan.stage.inputs[0]}' so they are recomputed")
             for shard in result["shards"]:
-                store.adopt_shard(stage.name, shard["name"], shard["checksum"], shard["keys"], shard["bytes"])
+                entries = list(zip(shard["keys"], shard["digests"]))
+                store.adopt_shard(stage.name, shard["name"], shard["checksum"], entries, shard["bytes"])
                 stats["computed"] += sum(len(ids_by_key[k]) for k in shard["keys"])
                 bar.update(sum(len(ids_by_key[k]) for k in shard["keys"]))
             failed = []

@@ -1,7 +1,10 @@
-"""Content keys: canonical JSON hashed with xxh3-128, raw files hashed once and memoized.
+"""Content keys: xxh3-128 over canonical bytes; raw files hashed once and memoized.
 
-A stage key = hash(stage name, stage version, stage source digest, canonical config, extra identity
-such as model weights, the item's input keys). Raw inputs are keyed by the hash of their bytes.
+A stage digest = hash(canonical JSON of stage name, version, source digest, output-shaping config,
+extra identity such as model weights). An item's key in a stage = hash(stage digest, the item's input
+digests): for a stage reading raw data, the hash of the raw bytes; for any other stage, the content
+digest of the item's output in the upstream stage (``digest_record``, stored in the index when that
+output is committed). So a raw change whose cleaned output is identical stops there: early cutoff.
 No Python ``hash()``, no pickles: keys are stable across processes and machines.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import xxhash
 
@@ -39,9 +42,34 @@ def digest_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def stage_key(stage_digest: str, input_keys: list[str]) -> str:
-    """An item's key in a stage: the stage's identity (name, version, code, config) + its inputs."""
-    return digest_obj([stage_digest, input_keys])
+def stage_key(stage_digest: str, inputs: Iterable[str]) -> str:
+    """An item's key in a stage: the stage's identity (name, version, code, config) + its input digests.
+
+    The parts are hex digests (raw ones prefixed ``file:`` / ``text:``), never containing ``|``, so
+    joining them is unambiguous and costs no serialisation."""
+    return xxhash.xxh3_128_hexdigest("|".join((stage_digest, *inputs)).encode("ascii"))
+
+
+def digest_record(record: dict[str, Any]) -> str:
+    """Content digest of one output record, canonical across processes and machines: per field in name
+    order, its name, then for arrays the little-endian dtype, the shape and the raw bytes, for other
+    values their canonical JSON."""
+    import numpy as np
+
+    h = xxhash.xxh3_128()
+    for name in sorted(record):
+        value = record[name]
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value)
+            if array.dtype.byteorder == ">":
+                array = array.astype(array.dtype.newbyteorder("<"))
+            h.update(canonical_json(["array", name, array.dtype.str, list(array.shape)]).encode("utf-8"))
+            h.update(array.tobytes())
+        else:
+            if isinstance(value, np.generic):
+                value = value.item()
+            h.update(json.dumps(["value", name, value], sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()
 
 
 class RawHashMemo:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fs
-from .errors import InputTooLarge, ManifestError, MissingFile, PathEscapesRoot
+from .errors import ManifestError
+from .paths import resolve_path  # noqa: F401  (re-exported: path confinement for manifest items)
 
 SPLITS = ("train", "val", "test", "")
 MODALITY_COLUMNS = ("text", "text_path", "image", "audio")
@@ -174,29 +174,3 @@ def _parent(path: str) -> str:
     if fs.is_uri(path):
         return path.rsplit("/", 1)[0]
     return str(Path(path).resolve().parent)
-
-
-def resolve_path(item: Item, raw: str, allow_outside: bool, max_bytes: int) -> tuple[str, int, str | int]:
-    """(absolute path or URI, size, version stamp) of a raw file named in the manifest, confined to the
-    data root: lexically, and for local files again after resolving symlinks."""
-    target = fs.join(item.base, raw)
-    if not allow_outside and not fs.inside(target, item.root):
-        raise PathEscapesRoot(f"path {raw!r} points outside the data root {item.root}")
-    if fs.is_uri(target):
-        try:
-            size, stamp = fs.stat(target)
-        except (FileNotFoundError, IsADirectoryError):
-            raise MissingFile(f"file not found: {raw!r} (looked at {target})") from None
-    else:
-        if not os.path.exists(target):
-            raise MissingFile(f"file not found: {raw!r} (looked at {target})")
-        real = os.path.realpath(target)
-        if not allow_outside and not fs.inside(real, os.path.realpath(item.root)):
-            raise PathEscapesRoot(f"{raw!r} is a link to {real}, outside the data root {item.root}")
-        if not os.path.isfile(real):
-            raise MissingFile(f"{raw!r} is not a regular file")
-        st = os.stat(real)
-        target, size, stamp = real, st.st_size, st.st_mtime_ns
-    if size > max_bytes:
-        raise InputTooLarge(f"{raw!r} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB cap (data.max_file_mb)")
-    return target, size, stamp

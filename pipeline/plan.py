@@ -12,7 +12,8 @@ from typing import Any
 from .config import Config
 from .errors import ItemError
 from .keys import RawHashMemo, digest_bytes, stage_key
-from .manifest import Item, RawInput, resolve_path
+from .manifest import Item, RawInput
+from .paths import PathResolver
 from .stage import Stage, stage_class
 
 RAW_PREFIX = "raw:"
@@ -42,14 +43,13 @@ class RawResolver:
 
     def __init__(self, memo: RawHashMemo, config: Config):
         self.memo = memo
-        self.allow_outside = config["data"].allow_outside_root
-        self.max_bytes = int(config["data"].max_file_mb * 1e6)
+        self.paths = PathResolver(config["data"].allow_outside_root, int(config["data"].max_file_mb * 1e6))
 
     def resolve(self, item: Item, modality: str) -> RawInput:
         if modality == "text" and item.text:
             return RawInput(key="text:" + digest_bytes(item.text.encode("utf-8")), text=item.text)
         raw = item.text_path if modality == "text" else getattr(item, modality)
-        path, size, stamp = resolve_path(item, raw, self.allow_outside, self.max_bytes)
+        path, size, stamp = self.paths.resolve(item.base, item.root, raw)
         return RawInput(key="file:" + self.memo.digest(path, size, stamp), path=path)
 
 
@@ -57,9 +57,11 @@ class RawResolver:
 class StagePlan:
     stage: Stage
     keys: dict[str, str] = field(default_factory=dict)  # item id -> key
-    payload: dict[str, Any] = field(default_factory=dict)  # key -> RawInput or upstream key
+    payload: dict[str, Any] = field(default_factory=dict)  # key -> RawInput or upstream keys (to read inputs)
+    upstream: dict[str, str] = field(default_factory=dict)  # item id -> its input keys, "|"-joined (for notes)
     input_errors: list[tuple[Item, ItemError]] = field(default_factory=list)  # raw inputs that cannot be read
-    blocked: list[str] = field(default_factory=list)  # ids whose upstream has no output
+    blocked: list[str] = field(default_factory=list)  # ids whose upstream failed (no output)
+    pending: list[str] = field(default_factory=list)  # dry plans: ids whose upstream output is still to compute
     result: Any = None  # dataset-level stages: their DatasetResult once planned or run
     context: Any = None  # dataset-level stages: the DatasetContext they are planned and run with
 
@@ -74,20 +76,25 @@ def plan_stage(
     stage: Stage,
     items: list[Item],
     available: dict[str, dict[str, str]],
+    digests: dict[str, dict[str, str]],
     applies: dict[str, set[str]],
+    unresolved: dict[str, set[str]],
     raw: RawResolver,
 ) -> StagePlan:
     """Keys for the items a stage applies to.
 
-    ``available``: upstream stage -> {item id -> key whose output exists (or will, in a dry plan)};
-    ``applies``: upstream stage -> ids it was asked to process (so a missing output means it failed).
+    ``available``: upstream stage -> {item id -> key whose output is committed};
+    ``digests``: upstream stage -> {key -> content digest of that output} (the key's input here);
+    ``applies``: upstream stage -> ids it was asked to process (so a missing output means it failed);
+    ``unresolved``: upstream stage -> ids with no output and no known failure (dry plans only: their
+    output is still to compute, so the key here cannot be known yet: ``pending``).
     """
     plan = StagePlan(stage)
     digest = stage.digest()
     source = stage.inputs[0]
-    for item in items:
-        if source.startswith(RAW_PREFIX):
-            modality = source[len(RAW_PREFIX) :]
+    if source.startswith(RAW_PREFIX):
+        modality = source[len(RAW_PREFIX) :]
+        for item in items:
             if not item.has(modality):
                 continue
             try:
@@ -95,15 +102,25 @@ def plan_stage(
             except ItemError as exc:
                 plan.input_errors.append((item, exc))
                 continue
-            key = stage_key(digest, [ref.key])
+            key = stage_key(digest, (ref.key,))
             plan.payload[key] = ref
-        else:
-            input_keys = [available[name].get(item.id) for name in stage.inputs]
-            if any(k is None for k in input_keys):
-                if any(item.id in applies[name] for name in stage.inputs):
-                    plan.blocked.append(item.id)
-                continue
-            key = stage_key(digest, input_keys)
-            plan.payload[key] = input_keys
-        plan.keys[item.id] = key
+            plan.keys[item.id] = key
+            plan.upstream[item.id] = ref.key
+        return plan
+    names = stage.inputs
+    have = [available[name] for name in names]
+    outputs = [digests[name] for name in names]
+    for item in items:
+        item_id = item.id
+        input_keys = [h.get(item_id) for h in have]
+        if None in input_keys:
+            if any(item_id in unresolved.get(name, ()) for name in names):
+                plan.pending.append(item_id)
+            elif any(k is None and item_id in applies[name] for k, name in zip(input_keys, names)):
+                plan.blocked.append(item_id)
+            continue
+        key = stage_key(digest, [d[k] for d, k in zip(outputs, input_keys)])
+        plan.payload[key] = input_keys
+        plan.keys[item_id] = key
+        plan.upstream[item_id] = "|".join(input_keys)
     return plan

@@ -34,7 +34,7 @@ class Report:
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(
-            name, {"computed": 0, "cached": 0, "failed": 0, "skipped": 0, "seconds": 0.0}
+            name, {"computed": 0, "cached": 0, "failed": 0, "skipped": 0, "cutoff": 0, "seconds": 0.0}
         )
 
     def fail(self, stage: str, item_id: str, error: str, message: str, cached: bool = False) -> None:
@@ -94,6 +94,10 @@ class Report:
             lines.append(
                 f"{name:<12} {s['computed']:>9} {s['cached']:>8} {s['failed']:>7} {s['skipped']:>8} {s['seconds']:>8.2f}"
             )
+        for name, s in self.data["stages"].items():
+            if s.get("cutoff"):
+                lines.append(f"{name}: {s['cutoff']} cached items reused although their input changed: the upstream "
+                             "output came out identical (early cutoff)")
         for stage, facts in self.data["info"].items():
             lines.append(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
         for e in self.data["stage_errors"]:

@@ -66,11 +66,13 @@ class Workspace:
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, targets: list[str], items: list[Item], dry: bool) -> Iterator[StagePlan]:
-        """Plans in dependency order. In a dry plan every planned key counts as available downstream;
-        otherwise the caller runs each stage before the next plan is made (a dataset-level stage's plan
-        is completed by running it: ``run_dataset`` both decides and computes)."""
+        """Plans in dependency order. Otherwise than in a dry plan, the caller runs each stage before the
+        next plan is made (a dataset-level stage's plan is completed by running it: ``run_dataset`` both
+        decides and computes). A key depends on its upstream output's digest, so in a dry plan an item
+        whose upstream output is still to compute has no key yet: it is ``pending``."""
         available: dict[str, dict[str, str]] = {}
         applies: dict[str, set[str]] = {}
+        unresolved: dict[str, set[str]] = {}
         results: dict[str, Any] = {}
         for name in ancestors_and_self(targets):
             stage = self.stage(name)
@@ -81,15 +83,16 @@ class Workspace:
                 yield plan
                 results[name] = plan.result
             else:
-                plan = plan_stage(stage, items, available, applies, self.raw)
+                digests = {s: self.store.committed(s) for s in stage.inputs if not s.startswith("raw:")}
+                plan = plan_stage(stage, items, available, digests, applies, unresolved, self.raw)
                 yield plan
+            done = self.store.committed(name)
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
-            if dry and not stage.dataset_level:
+            available[name] = {i: k for i, k in plan.keys.items() if k in done}
+            if dry:
                 known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
-                available[name] = {i: k for i, k in plan.keys.items() if k not in known_bad}
-            else:
-                done = self.store.committed(name)
-                available[name] = {i: k for i, k in plan.keys.items() if k in done}
+                unresolved[name] = {i for i, k in plan.keys.items() if k not in done and k not in known_bad}
+                unresolved[name].update(plan.pending)
         self.memo.save()
 
     def _dataset_context(self, name: str, items: list[Item], available: dict[str, dict[str, str]],
@@ -97,15 +100,16 @@ class Workspace:
         stage = self.stage(name)
         return DatasetContext(
             name=name, items=items, config=self.config, store=self.store, workdir=self.workdir,
-            inputs={s: available.get(s, {}) for s in stage.inputs}, results=results, dry=dry,
+            inputs={s: available.get(s, {}) for s in stage.inputs},
+            digests={s: self.store.committed(s) for s in stage.inputs}, results=results, dry=dry,
             force=name in self.force, make_buffer=lambda: ShardBuffer(self.store, name, self.config),
         )
 
     def dataset_context(self, name: str, items: list[Item], report: Report | None = None) -> DatasetContext:
         """A context for running dataset-level stage ``name`` on its own, from what the index holds now
         (e.g. fusing new items with a model's stored statistics)."""
-        available: dict[str, dict[str, str]] = {}
         inputs = list(self.stage(name).inputs)
+        available: dict[str, dict[str, str]] = {}
         for plan in self.plan(inputs, items, dry=False):  # nothing runs: committed keys only
             if plan.stage.name in inputs:
                 done = self.store.committed(plan.stage.name)
@@ -120,6 +124,7 @@ class Workspace:
         for message in self.store.check_sizes():
             report.warn(message)
         for attempt in range(MAX_REPLANS):
+            self.store.refresh()
             try:
                 for plan in self.plan(targets, items, dry=False):
                     if plan.stage.dataset_level:
@@ -148,6 +153,7 @@ class Workspace:
         started = time.monotonic()
         stats = report.stage(stage.name)
         committed = self.store.committed(stage.name)
+        committed_before = set(committed)
         failures = self.store.failures(stage.name)
         retry_all = self.config["run"].retry_permanent_failures
         ids_by_key = plan.ids_by_key()
@@ -175,9 +181,29 @@ class Workspace:
         stats["skipped"] += len(plan.blocked)
         if batches:
             self._compute(plan, batches, ids_by_key, report)
-        digest = f"{stage.digest()}|{stage.config_digest()}"
-        self.store.set_latest(stage.name, [(i, k, digest) for i, k in plan.keys.items()])
+        self._record_latest(plan, committed_before, stats)
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
+
+    def _record_latest(self, plan: StagePlan, committed_before: set[str], stats: dict[str, Any]) -> None:
+        """Remember each item's key and inputs as planned now (``status`` explains changes against it).
+        An item whose input keys changed while its key did not (the upstream output came out identical)
+        was reused by early cutoff: counted in the report and noted for ``status`` until the next run."""
+        stage = plan.stage
+        latest = self.store.latest(stage.name)
+        config = f"{stage.digest()}|{stage.config_digest()}"
+        cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
+        rows = []
+        for item_id, key in plan.keys.items():
+            inputs = plan.upstream[item_id]
+            old = latest.get(item_id)
+            note = ""
+            if old is not None and old[0] == key and old[2] != inputs and key in committed_before:
+                note = cutoff_note
+                stats["cutoff"] = stats.get("cutoff", 0) + 1
+            row = (key, config, inputs, note)
+            if old != row:
+                rows.append((item_id, *row))
+        self.store.set_latest(stage.name, rows)
 
     def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage

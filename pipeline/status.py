@@ -13,9 +13,12 @@ from .store import Store
 class StageStatus:
     stage: str
     fresh: int = 0
+    reused: Counter = field(default_factory=Counter)  # fresh items with a note from the last run
     to_compute: Counter = field(default_factory=Counter)  # reason -> count
     failed: Counter = field(default_factory=Counter)  # error type -> count
     blocked: int = 0
+    pending: int = 0  # upstream output still to compute: reused here if it comes out unchanged
+    upstream: str = ""
     note: str = ""  # dataset-level stages: what their own planning found
 
     def line(self) -> str:
@@ -25,7 +28,11 @@ class StageStatus:
         why = ", ".join(f"{n} {r}" for r, n in self.to_compute.most_common())
         failed = sum(self.failed.values())
         kinds = ", ".join(f"{n} {e}" for e, n in self.failed.most_common())
-        parts = [f"{self.stage:<12} fresh {self.fresh:>6}", f"to compute {todo:>6}" + (f" ({why})" if why else "")]
+        notes = ", ".join(f"{n} {r}" for r, n in self.reused.most_common())
+        parts = [f"{self.stage:<12} fresh {self.fresh:>6}" + (f" ({notes})" if notes else ""),
+                 f"to compute {todo:>6}" + (f" ({why})" if why else "")]
+        if self.pending:
+            parts.append(f"waiting on {self.upstream} {self.pending} (reused where its new output is unchanged)")
         if failed:
             parts.append(f"failed {failed} ({kinds})")
         if self.blocked:
@@ -36,8 +43,12 @@ class StageStatus:
 
 
 def stage_status(store: Store, plan: StagePlan) -> StageStatus:
+    """Counts for one planned stage. An item whose upstream output is still to compute has no key yet:
+    it is certainly computed when it is new here or this stage's config or code changed, and otherwise
+    ``pending`` (reused if the upstream output comes out unchanged)."""
     stage = plan.stage
-    status = StageStatus(stage.name, blocked=len(plan.blocked), note=plan.result.note if plan.result else "")
+    status = StageStatus(stage.name, blocked=len(plan.blocked), upstream=" / ".join(stage.inputs),
+                         note=plan.result.note if plan.result else "")
     committed = store.committed(stage.name)
     failures = store.failures(stage.name)
     latest = store.latest(stage.name)
@@ -45,21 +56,34 @@ def stage_status(store: Store, plan: StagePlan) -> StageStatus:
     for _, exc in plan.input_errors:
         status.failed[exc.kind] += 1
     for item_id, key in plan.keys.items():
+        old = latest.get(item_id)
         if key in committed:
             status.fresh += 1
+            if old is not None and old[3] and old[0] == key:
+                status.reused[old[3]] += 1
         elif key in failures:
             status.failed[failures[key][1]] += 1
-        elif item_id not in latest:
-            status.to_compute["new item"] += 1
+        elif old is not None and old[0] == key:
+            status.to_compute["not computed yet"] += 1
         else:
-            old_key, old = latest[item_id]
-            old_digest, _, old_config = old.partition("|")
-            if old_key == key:
-                status.to_compute["not computed yet"] += 1
-            elif old_config != config_digest:
-                status.to_compute["config change"] += 1
-            elif old_digest != digest:
-                status.to_compute["stage code or model change"] += 1
-            else:
-                status.to_compute["changed input"] += 1
+            status.to_compute[_why(old, digest, config_digest) or ("changed input" if stage.inputs[0].startswith("raw:")
+                                                                    else "upstream output changed")] += 1
+    for item_id in plan.pending:
+        why = _why(latest.get(item_id), digest, config_digest)
+        if why:
+            status.to_compute[why] += 1
+        else:
+            status.pending += 1
     return status
+
+
+def _why(old: tuple[str, str, str, str] | None, digest: str, config_digest: str) -> str:
+    """What certainly changed for an item against its last planned key ("" if nothing did here)."""
+    if old is None:
+        return "new item"
+    old_digest, _, old_config = old[1].partition("|")
+    if old_config != config_digest:
+        return "config change"
+    if old_digest != digest:
+        return "stage code or model change"
+    return ""

@@ -2,12 +2,14 @@
 
 Layout under ``<workdir>/cache``::
 
-    index.sqlite            shards (name, stage, checksum, rows), entries (stage, key -> shard, row),
-                            failures (stage, key, item id, error, message), latest (stage, item id -> key)
+    index.sqlite            shards (name, stage, checksum, rows), entries (stage, key -> shard, row, output
+                            digest), failures (stage, key, item id, error, message), latest (stage, item
+                            id -> key, config, upstream keys, note)
     <stage>/<checksum>.parquet   one shard: a ``key`` column and one column per output field
 
 A shard is written to a temporary file, fsynced, renamed into place, and only then recorded in the
-index in one transaction: an item counts as done only once its shard is committed. A crash leaves at
+index in one transaction, together with each row's content digest (``keys.digest_record``, what keys
+downstream are derived from): an item counts as done only once its shard and its digest are committed. A crash leaves at
 most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
 kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
 recomputed, never silently read. A shard may also be written by another process (a Ray worker, with
@@ -30,16 +32,19 @@ import numpy as np
 
 from .errors import CacheCorruptError, StorageError
 from .fs import Folder
-from .keys import digest_bytes
+from .keys import digest_bytes, digest_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, stage TEXT, checksum TEXT, rows INTEGER, bytes INTEGER, created REAL);
-CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, PRIMARY KEY (stage, key));
+CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, digest TEXT, PRIMARY KEY (stage, key));
 CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
 CREATE TABLE IF NOT EXISTS failures (stage TEXT, key TEXT, item_id TEXT, error TEXT, message TEXT, permanent INTEGER,
                                      PRIMARY KEY (stage, key));
-CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, PRIMARY KEY (stage, item_id));
+CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, inputs TEXT, note TEXT,
+                                   PRIMARY KEY (stage, item_id));
 """
+# Columns added since the first layout; an older index gets them (its keys no longer match: recomputed).
+ADDED_COLUMNS = {"entries": ("digest",), "latest": ("inputs", "note")}
 SHAPE = ".shape"
 
 
@@ -115,19 +120,35 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
         self._tables: OrderedDict[str, Any] = OrderedDict()
+        self._committed: dict[str, dict[str, str]] = {}  # stage -> {key -> output digest}, kept current
 
     # ---- queries -------------------------------------------------------------------------------
-    def committed(self, stage: str) -> set[str]:
-        return {k for (k,) in self.db.execute("SELECT key FROM entries WHERE stage = ?", (stage,))}
+    def committed(self, stage: str) -> dict[str, str]:
+        """{key -> output digest} of a stage's committed entries (loaded once, kept current by commits)."""
+        if stage not in self._committed:
+            self._committed[stage] = dict(
+                self.db.execute("SELECT key, digest FROM entries WHERE stage = ? AND digest IS NOT NULL", (stage,))
+            )
+        return self._committed[stage]
 
     def failures(self, stage: str) -> dict[str, tuple[str, str, str, bool]]:
         rows = self.db.execute("SELECT key, item_id, error, message, permanent FROM failures WHERE stage = ?", (stage,))
         return {k: (i, e, m, bool(p)) for k, i, e, m, p in rows}
 
-    def latest(self, stage: str) -> dict[str, tuple[str, str]]:
-        rows = self.db.execute("SELECT item_id, key, config FROM latest WHERE stage = ?", (stage,))
-        return {i: (k, c) for i, k, c in rows}
+    def refresh(self) -> None:
+        """Forget what was loaded from the index (another connection may have dropped a shard)."""
+        self._committed.clear()
+
+    def latest(self, stage: str) -> dict[str, tuple[str, str, str, str]]:
+        """item id -> (key, config digest, upstream keys, note) as last planned."""
+        rows = self.db.execute("SELECT item_id, key, config, inputs, note FROM latest WHERE stage = ?", (stage,))
+        return {i: (k, c, u or "", n or "") for i, k, c, u, n in rows}
 
     def locations(self, stage: str, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
         wanted = list(dict.fromkeys(keys))
@@ -144,10 +165,11 @@ class Store:
     # ---- writes --------------------------------------------------------------------------------
     def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
         """Write records as one shard and record their keys, atomically. Returns the shard name."""
+        digests = [digest_record(r) for r in records]
         name, checksum, data = shard_file(stage, keys, records)
         try:
             self._write_shard_file(stage, checksum, data)
-            self._record_shard(stage, name, checksum, keys, len(data))
+            self._record_shard(stage, name, checksum, list(zip(keys, digests)), len(data))
         except (OSError, sqlite3.OperationalError) as exc:
             raise StorageError(
                 f"cannot write the cache under {self.shards.root} ({type(exc).__name__}: {exc}); nothing of this shard "
@@ -158,24 +180,28 @@ class Store:
     def _write_shard_file(self, stage: str, checksum: str, data: bytes) -> None:
         self.shards.write_atomic(f"{stage}/{checksum}.parquet", data, f".{os.getpid()}.tmp")
 
-    def _record_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
-        """The commit point: one transaction makes the shard's items count as done."""
+    def _record_shard(self, stage: str, name: str, checksum: str, entries: list[tuple[str, str]], size: int) -> None:
+        """The commit point: one transaction makes the shard's items, with their output digests
+        (``entries``: [(key, digest)] in row order), count as done."""
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)", (name, stage, checksum, len(keys), size, time.time())
+                "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)", (name, stage, checksum, len(entries), size, time.time())
             )
             self.db.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", [(stage, k, name, i) for i, k in enumerate(keys)]
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", [(stage, k, name, i, d) for i, (k, d) in enumerate(entries)]
             )
-            self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k in keys])
+            self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k, _ in entries])
+        if stage in self._committed:
+            self._committed[stage].update(entries)
 
-    def adopt_shard(self, stage: str, name: str, checksum: str, keys: list[str], size: int) -> None:
-        """Commit a shard another process (a Ray worker) already wrote: it must be in place and whole."""
+    def adopt_shard(self, stage: str, name: str, checksum: str, entries: list[tuple[str, str]], size: int) -> None:
+        """Commit a shard another process (a Ray worker) already wrote, with its rows' [(key, output digest)]:
+        it must be in place and whole."""
         if self.shards.size(name) != size:
             raise StorageError(f"shard {self.shards.path(name)} written by a worker is missing or incomplete here: "
                                "cache.root must be storage that every node and the driver reach")
         try:
-            self._record_shard(stage, name, checksum, keys, size)
+            self._record_shard(stage, name, checksum, entries, size)
         except sqlite3.OperationalError as exc:
             raise StorageError(f"cannot write the cache index under {self.root} ({exc})") from None
 
@@ -192,10 +218,11 @@ class Store:
                     [(stage, k, i, e, m, int(p)) for k, i, e, m, p in rows],
                 )
 
-    def set_latest(self, stage: str, rows: list[tuple[str, str, str]]) -> None:
-        """rows: (item id, key, config digest) as planned in this run."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?)", [(stage, *r) for r in rows])
+    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]]) -> None:
+        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones)."""
+        if rows:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
 
     # ---- reads ---------------------------------------------------------------------------------
     def _table(self, name: str):
@@ -254,6 +281,7 @@ class Store:
 
     # ---- maintenance ---------------------------------------------------------------------------
     def drop_shard(self, name: str) -> int:
+        self._committed.clear()
         with self.db:
             n = self.db.execute("DELETE FROM entries WHERE shard = ?", (name,)).rowcount
             self.db.execute("DELETE FROM shards WHERE name = ?", (name,))
@@ -292,6 +320,7 @@ class Store:
                 with self.db:
                     self.db.executemany("DELETE FROM entries WHERE stage = ? AND key = ?", [(stage, k) for k in dead])
                 stats["entries"] += len(dead)
+                self._committed.pop(stage, None)
         for stage, key in self.db.execute("SELECT stage, key FROM failures").fetchall():
             if key not in live.get(stage, set()):
                 with self.db:

@@ -5,9 +5,10 @@ A missing modality (empty in the manifest, or failed upstream) becomes zeros wit
 item when ``missing = "drop"``; both are counted in the run report. Standardization statistics are
 fitted on the train split only (``stages.splits``), stored under ``WORKDIR/fuse/`` and copied next to
 every trained model, so prediction reuses them (``run_fuse(..., stats=...)``). Fused rows are cached per
-item like any stage, keyed by the item's feature keys and the statistics' digest: new val/test items
-are appended without refitting; a changed train split refits the statistics (the report says so) and
-so recomputes every row.
+item like any stage, keyed by the content digests of the item's features and the statistics' digest
+(itself a digest of the train items' feature digests): new val/test items are appended without
+refitting; a changed train split refits the statistics (the report says so) and so recomputes every
+row; a feature recomputed to the same values changes nothing.
 """
 
 from __future__ import annotations
@@ -89,14 +90,14 @@ class Fuse(Stage):
 
     def run_dataset(self, ctx: DatasetContext) -> DatasetResult:
         items = with_splits(ctx.items, ctx.config["train"])
-        keys = modality_keys(ctx.inputs)
+        keys, ident = modality_keys(ctx.inputs), modality_digests(ctx)
         if ctx.dry:
-            stats = find_stats(ctx, items, keys, self.config)
+            stats = find_stats(ctx, items, ident, self.config)
             if stats is None:
                 return DatasetResult(note="statistics not fitted yet: fitted on the train split when fuse runs")
-            kept, _, _, _ = plan_fuse(self, items, keys, stats)
+            kept, _, _, _ = plan_fuse(self, items, keys, ident, stats)
             return DatasetResult(keys={i.id: k for i, k in kept}, value=Fused(kept, stats))
-        stats = fit_stats(ctx, items, keys, self.config)
+        stats = fit_stats(ctx, items, keys, ident, self.config)
         latest = ctx.folder / "latest"
         if latest.is_file() and latest.read_text() != stats.digest and ctx.report is not None:
             old = Stats.load(ctx.folder / latest.read_text())
@@ -105,12 +106,17 @@ class Fuse(Stage):
                             "their features changed): standardization refitted, every fused row recomputed")
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(stats.digest)
-        return fuse_items(ctx, self, items, keys, stats, fitted=True)
+        return fuse_items(ctx, self, items, stats, fitted=True)
 
 
 def modality_keys(inputs: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """modality -> {item id -> committed feature key}."""
     return {m: inputs.get(stage, {}) for m, stage in MODALITIES.items()}
+
+
+def modality_digests(ctx: DatasetContext) -> dict[str, dict[str, str]]:
+    """modality -> {item id -> content digest of its committed feature}: what fused keys derive from."""
+    return {m: {i: ctx.digests[stage][k] for i, k in ctx.inputs.get(stage, {}).items()} for m, stage in MODALITIES.items()}
 
 
 def feature_keys(ws, items) -> dict[str, dict[str, str]]:
@@ -127,26 +133,26 @@ def _vectors(store, stage: str, keys: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def _stats_digest(items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> tuple[str, list[str]]:
+def _stats_digest(items, ident: dict[str, dict[str, str]], cfg: FuseConfig) -> tuple[str, list[str]]:
     train = sorted(i.id for i in items if i.split == "train")
     if not train:
         raise ConfigError("fuse: no item has split 'train'; standardization needs training rows")
-    membership = [[i, [keys[m].get(i) for m in MODALITIES]] for i in train]
+    membership = [[i, [ident[m].get(i) for m in MODALITIES]] for i in train]
     return digest_obj({"fuse": cfg.__dict__, "train": membership}), train
 
 
-def find_stats(ctx: DatasetContext, items, keys, cfg: FuseConfig) -> Stats | None:
+def find_stats(ctx: DatasetContext, items, ident, cfg: FuseConfig) -> Stats | None:
     """The statistics for this train split if they were fitted already (planning only: nothing is fitted)."""
     try:
-        digest, _ = _stats_digest(items, keys, cfg)
+        digest, _ = _stats_digest(items, ident, cfg)
     except ConfigError:
         return None
     folder = ctx.folder / digest
     return Stats.load(folder) if (folder / "stats.json").is_file() else None
 
 
-def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], cfg: FuseConfig) -> Stats:
-    digest, train = _stats_digest(items, keys, cfg)
+def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], ident, cfg: FuseConfig) -> Stats:
+    digest, train = _stats_digest(items, ident, cfg)
     folder = ctx.folder / digest
     if (folder / "stats.json").is_file():
         return Stats.load(folder)
@@ -176,8 +182,9 @@ def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], cfg: 
     return stats
 
 
-def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], stats: Stats):
-    """Fused keys: (kept [(item, key)], {key: (item, feature keys)}, missing counts, dropped count)."""
+def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], ident: dict[str, dict[str, str]], stats: Stats):
+    """Fused keys (from feature digests): (kept [(item, key)], {key: (item, feature keys to read)},
+    missing counts, dropped count)."""
     dims = {m: v.shape[0] for m, v in stats.mean.items()}
     digest = digest_obj([stage.digest(), stats.digest])
     kept: list[tuple[Any, str]] = []
@@ -191,15 +198,15 @@ def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], stats: Stats
         if all(k is None for k in inputs) or (stage.config.missing == "drop" and any(k is None for k in inputs)):
             dropped += 1
             continue
-        key = stage_key(digest, [k or "-" for k in inputs])
+        key = stage_key(digest, [ident[m][item.id] if k else "-" for m, k in zip(MODALITIES, inputs)])
         kept.append((item, key))
         todo.setdefault(key, (item, inputs))
     return kept, todo, missing, dropped
 
 
-def fuse_items(ctx: DatasetContext, stage: Stage, items, keys, stats: Stats, fitted: bool) -> DatasetResult:
+def fuse_items(ctx: DatasetContext, stage: Stage, items, stats: Stats, fitted: bool) -> DatasetResult:
     """Fused rows for every item (cached rows reused); the result's value is a ``Fused``."""
-    kept, todo, missing, dropped = plan_fuse(stage, items, keys, stats)
+    kept, todo, missing, dropped = plan_fuse(stage, items, modality_keys(ctx.inputs), modality_digests(ctx), stats)
     committed = ctx.store.committed("fuse")
     cached = sum(1 for _, k in kept if k in committed)
     todo = {k: v for k, v in todo.items() if k not in committed}
@@ -249,7 +256,7 @@ def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[
     if stats is None:
         result = stage.run_dataset(ctx)
     else:
-        result = fuse_items(ctx, stage, items, modality_keys(ctx.inputs), stats, fitted=False)
+        result = fuse_items(ctx, stage, items, stats, fitted=False)
     row = report.stage("fuse")
     row["computed"] += result.computed
     row["cached"] += result.cached

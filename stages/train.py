@@ -145,7 +145,11 @@ class Train(Stage):
             raise ConfigError("train: no item has a label" if not any(i.label for i in ctx.items)
                               else "train: no labelled item has any usable modality after fusion")
         labels = sorted({i.label for i, _ in kept})
-        run_id = digest_obj({"fused": [[i.id, k, i.split] for i, k in kept], "train": self.digest(), "labels": labels})[:16]
+        fused_digests = ctx.digests["fuse"]
+        if any(k not in fused_digests for _, k in kept):
+            return DatasetResult(note="waiting on fuse")  # dry plans only: a run has just committed every row
+        rows = [[i.id, fused_digests[k], i.split] for i, k in kept]
+        run_id = digest_obj({"fused": rows, "train": self.digest(), "labels": labels})[:16]
         models = ctx.workdir / "models"
         run_dir = models / run_id
         if (run_dir / "metrics.json").is_file() and not ctx.force:

@@ -75,6 +75,7 @@ def test_keys_stable_across_processes(tmp_path):
         "from dummies import SMALL\n"
         "from pipeline.config import Config\nfrom pipeline.manifest import load\nfrom pipeline.runner import Workspace\n"
         "cfg=Config.from_dict({{}}) if False else Config.load(None, SMALL)\n"
+        "from dummies import run\nimport pathlib\nrun(pathlib.Path({m!r}), pathlib.Path(sys.argv[1]), command='run mfcc')\n"
         "ws=Workspace(sys.argv[1], cfg)\n"
         "print(json.dumps({{p.stage.name: p.keys for p in ws.plan(['mfcc','bert','cnn'], load({m!r}), dry=True)}}, sort_keys=True))\n"
     ).format(root=os.getcwd(), tests=os.path.dirname(__file__), m=str(m))
@@ -85,7 +86,8 @@ def test_keys_stable_across_processes(tmp_path):
     ]
     assert outs[0] == outs[1]
     keys = json.loads(outs[0])
-    assert set(keys) == set(STAGES) and len(keys["mfcc"]) == 3 and len(keys["bert"]) == 3
+    assert set(keys) == set(STAGES) and len(keys["mfcc"]) == 3 and len(keys["clean_text"]) == 3
+    assert keys["bert"] == {}  # derived from clean_text's output digests, which do not exist before it runs
 
 
 def test_export_is_readable_by_pandas(tmp_path):
