@@ -1,14 +1,17 @@
 """make bench-ray: the model stages (bert, cnn) on a real multi-node Ray cluster against the local engine.
 
-Same work everywhere: N demo items, cleaned once (untimed), then each setting computes ``bert`` and
-``cnn`` from scratch on a copy of that cache:
+Same work everywhere: N demo images for ``cnn`` and 4N texts for ``bert`` (made from the demo's texts),
+cleaned once (untimed); then each setting computes ``bert`` and ``cnn`` from scratch on a copy of that cache:
 
 - ``local``: the local engine in a process pinned to one CPU (``taskset -c 0``), one thread;
-- ``ray_1node``: a ``ray.cluster_utils.Cluster`` head (no CPUs) plus one worker node of one CPU, one actor;
+- ``ray_1node``: a ``ray.cluster_utils.Cluster`` head (no CPUs; it hosts the driver) plus one worker
+  node of one CPU, one actor;
 - ``ray_2nodes``: the same with two worker nodes of one CPU each, two actors.
 
-Items/s are measured once the model is loaded (local) or the whole actor pool is ready (Ray: from the
-run report's ``items_per_s``, the window from the last initial actor ready to the last result);
+A worker node's processes (raylet, agents, workers) are pinned to its own core, so a "one-CPU node" uses
+one core, as the local run does. Items/s are measured once the model is loaded (local) or the whole actor
+pool is ready (Ray: the run report's ``items_per_s``, from when the pool was ready and work flowed to the
+last result);
 start-up is reported apart as ``startup_s``. Also reported: actors, model loads, payload bytes the driver
 sent plus received per item, the load average (the machine is shared), and what chaining a cleaning
 stage into its model stage could save at most (a worker's time reading the cleaned inputs from shards,
@@ -28,11 +31,27 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
-N = int(float(os.environ.get("BENCH_SCALE", "1")) * 512)
+N = int(float(os.environ.get("BENCH_SCALE", "1")) * 512)  # demo items (cnn); bert gets TEXTS_PER_ITEM texts per item
+TEXTS_PER_ITEM = 4
 STAGES = {"bert": "clean_text", "cnn": "clean_image"}
 # Same batches everywhere (bert's default window of 256 would make one job); one thread per CPU.
 SETTINGS = ["--set", 'cnn.weights="none"', "--set", "bert.batch_size=32", "--set", "bert.threads=1"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def texts_manifest(folder: Path, count: int) -> str:
+    """``count`` distinct texts made from the demo's inline texts (bert is ~7x faster than cnn per item:
+    it needs more items for a steady figure)."""
+    import csv
+
+    with open(folder / "demo.csv", encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f) if row["text"]]
+    path = folder / "texts.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text"])
+        writer.writerows([f"x{i:05d}", f"{texts[i % len(texts)]} (ticket {i})"] for i in range(count))
+    return str(path)
 
 
 def local_one(stage: str, workdir: str, manifest: str) -> dict:
@@ -60,7 +79,19 @@ def run_local(stage: str, workdir: Path, manifest: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_cluster(nodes: int, work: dict[str, Path], manifest: str) -> dict[str, dict]:
+def pin(node, core: int) -> None:
+    """One node, one CPU: its raylet, agents and workers (present and future: they inherit it) on ``core``."""
+    import psutil
+
+    for infos in node.all_processes.values():
+        for info in infos:
+            process = psutil.Process(info.process.pid)
+            for p in [process, *process.children(recursive=True)]:
+                p.cpu_affinity([core])
+
+
+def run_cluster(nodes: int, work: dict[str, Path], manifests: dict[str, str]) -> dict[str, dict]:
+    """A head without CPUs (it hosts the driver) plus ``nodes`` worker nodes, node k pinned to core k."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -68,14 +99,14 @@ def run_cluster(nodes: int, work: dict[str, Path], manifest: str) -> dict[str, d
 
     small = {"object_store_memory": 100 * 2**20}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **small})
-    for _ in range(nodes):
-        cluster.add_node(num_cpus=1, **small)
+    for core in range(nodes):
+        pin(cluster.add_node(num_cpus=1, **small), core % (os.cpu_count() or 1))
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     cluster.wait_for_nodes()
     out = {}
     try:
         for stage, workdir in work.items():
-            args = ["run", stage, "-m", manifest, "-w", str(workdir), "-q", "-c", str(ROOT / "pipeline.toml"), *SETTINGS,
+            args = ["run", stage, "-m", manifests[stage], "-w", str(workdir), "-q", "-c", str(ROOT / "pipeline.toml"), *SETTINGS,
                     "--engine", "ray", "--set", f'ray.address="{cluster.address}"', "--set", f"ray.stages.{stage}.actors={nodes}"]
             if mmp(args) != 0:
                 raise RuntimeError(f"mmp {' '.join(args)} failed")
@@ -121,10 +152,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         mmp(["demo-data", "--out", str(tmp / "data"), "--items", str(N)])
-        manifest = str(tmp / "data" / "demo.csv")
+        manifests = {"cnn": str(tmp / "data" / "demo.csv"), "bert": texts_manifest(tmp / "data", TEXTS_PER_ITEM * N)}
         base = tmp / "base"
-        for upstream in STAGES.values():
-            mmp(["run", upstream, "-m", manifest, "-w", str(base), "-q", "-c", str(ROOT / "pipeline.toml"), *SETTINGS])
+        for stage, upstream in STAGES.items():
+            mmp(["run", upstream, "-m", manifests[stage], "-w", str(base), "-q", "-c", str(ROOT / "pipeline.toml"), *SETTINGS])
 
         def fresh(name: str) -> dict[str, Path]:
             work = {}
@@ -134,13 +165,13 @@ def main() -> int:
             return work
 
         for stage, workdir in fresh("local").items():
-            local = run_local(stage, workdir, manifest)
+            local = run_local(stage, workdir, manifests[stage])
             results[stage]["items_per_s"]["local"] = local["items_per_s"]
             results[stage]["startup_s"]["local"] = local["startup_s"]
             print(f"local      {stage:<5} {local['items_per_s']:>7} items/s (model load {local['startup_s']} s)", flush=True)
-        chaining = {stage: round(upstream_read_ms(base, manifest, stage), 2) for stage in STAGES}
+        chaining = {stage: round(upstream_read_ms(base, manifests[stage], stage), 2) for stage in STAGES}
         for nodes, name in ((1, "ray_1node"), (2, "ray_2nodes")):
-            for stage, info in run_cluster(nodes, fresh(name), manifest).items():
+            for stage, info in run_cluster(nodes, fresh(name), manifests).items():
                 row = results[stage]
                 row["items_per_s"][name] = info.get("items_per_s")
                 row["startup_s"][name] = info.get("startup_s")
@@ -163,7 +194,7 @@ def main() -> int:
         print(f"{stage}: 2 nodes / 1 node {row['ratios']['ray_2nodes/ray_1node']}x, 1 node / local "
               f"{row['ratios']['ray_1node/local']}x; reading cleaned inputs {chaining[stage]} ms/item vs compute "
               f"{compute_ms:.1f} ms/item (chaining saves at most {100 * row['chaining']['saving_at_most']:.1f}%)")
-    out = {"items": N, "cpu_count": os.cpu_count(), "load_average": {"before": [round(x, 2) for x in load_before],
+    out = {"items": {"bert": TEXTS_PER_ITEM * N, "cnn": N}, "cpu_count": os.cpu_count(), "load_average": {"before": [round(x, 2) for x in load_before],
                                                                        "after": [round(x, 2) for x in os.getloadavg()]},
            "stages": results}
     path = ROOT / "bench" / "results" / "ray.json"

@@ -128,3 +128,18 @@ def test_jobs_hold_about_a_shard_each_but_spread_over_every_slot():
     assert batches_per_job(batch_size=32, n_batches=1600, slots=2, shard_rows=1024) == 32  # a shard's worth
     assert batches_per_job(batch_size=32, n_batches=19, slots=2, shard_rows=1024) == 3  # >= 4 jobs per slot
     assert batches_per_job(batch_size=2048, n_batches=5, slots=1, shard_rows=1024) == 1
+
+
+def test_ray_settings_are_checked():
+    from pipeline.config import Config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown config key ray.window"):  # gone: one execution per stage
+        Config.load(None, ["ray.window=16"])
+    with pytest.raises(ConfigError, match="stages.cnn.actors must be an integer >= 1"):
+        Config.load(None, ["ray.stages.cnn.actors=0"])
+    with pytest.raises(ConfigError, match="stages.bert.num_gpus must be a number >= 0"):
+        Config.load(None, ['ray.stages.bert.num_gpus="one"'])
+    with pytest.raises(ConfigError, match="retries must be -1"):
+        Config.load(None, ["ray.retries=-2"])
+    assert Config.load(None, ["ray.stages.cnn.num_cpus=0.5"])["ray"].stages["cnn"]["num_cpus"] == 0.5
