@@ -183,7 +183,8 @@ class Executor(Base):
 
     @staticmethod
     def _run_facts(stage, spec, loads, results, started) -> dict[str, Any]:
-        """Workers and start-up; items/s from when the pool was ready and work flowed to the last result."""
+        """Workers and start-up; items/s once warm: from when every worker had finished its first job
+        (which pays one-off costs such as tracing a tf.function) to the last result."""
         facts: dict[str, Any] = {"actors": int(spec["actors"]), "model_loads": len(loads)} if stage.holds_model \
             else {"workers": len({w for w, _ in loads})}
         done = [r for r in results if r.get("finished")]
@@ -192,15 +193,18 @@ class Executor(Base):
             return facts
         # Ready: when the pool's first actors (a task stage's first worker) had loaded; restarts come later.
         first = int(spec["actors"]) if stage.holds_model else 1
-        ready = sorted(t for _, t in loads)[min(first, len(loads)) - 1]
-        ready = max(ready, min(r["started"] for r in done))  # and the first job dispatched
-        end = max(r["finished"] for r in done)
-        items = 0.0
+        facts["startup_s"] = round(sorted(t for _, t in loads)[min(first, len(loads)) - 1] - started, 2)
+        first_done: dict[str, float] = {}
         for r in done:
-            n = sum(len(s["keys"]) for s in r["shards"]) + len(r["errors"])
-            span = max(r["finished"] - r["started"], 1e-9)
-            items += n * max(0.0, min(r["finished"], end) - max(r["started"], ready)) / span
-        facts["startup_s"] = round(ready - started, 2)
-        if end > ready:
-            facts["items_per_s"] = round(items / (end - ready), 2)
+            first_done[r["worker"]] = min(first_done.get(r["worker"], r["finished"]), r["finished"])
+        warm, end = max(first_done.values()), max(r["finished"] for r in done)
+        facts["warm_s"] = round(warm - started, 2)
+        items = 0.0
+        for r in done:  # the part of each job that ran after ``warm``, pro rata
+            overlap = r["finished"] - max(r["started"], warm)
+            if overlap > 0:
+                n = sum(len(s["keys"]) for s in r["shards"]) + len(r["errors"])
+                items += n * overlap / max(r["finished"] - r["started"], 1e-9)
+        if end > warm:
+            facts["items_per_s"] = round(items / (end - warm), 2)
         return facts
