@@ -1,5 +1,6 @@
 """make bench: each figure a ratio against a baseline measured in the same run (not a timed test), plus
-the early-cutoff counts on the demo (bench/cutoff.py).
+the early-cutoff counts on the demo (bench/cutoff.py) and the planning cost at 50,000 items
+(bench/planning.py).
 
 Writes bench/results/bench.json and prints a table. Sizes are small enough for a 2-core machine
 (a few minutes); BENCH_SCALE=2 doubles them.
@@ -189,10 +190,14 @@ def main() -> int:
         from bench.cutoff import run_cutoff
 
         cutoff = run_cutoff(tmp)
+        print("planning cost at scale (wall seconds of the real commands, against os.stat on the same files)", flush=True)
+        from bench.planning import run_planning
+
+        planning = run_planning(tmp)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"scale": SCALE, "cpu_count": os.cpu_count(), "results": RESULTS,
-                                                "cutoff": cutoff}, indent=2))
+                                                "cutoff": cutoff, "planning": planning}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Command line: ``mmp features | run STAGE | status | export STAGE --out F | gc | verify | demo-data``.
+"""Command line: ``mmp features | run STAGE | train | predict | status | export STAGE --out F | gc | verify |
+rebuild-index | demo-data``. The one place where the stages (and serving) are wired into the core.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p = sub.add_parser("verify", help="check every cache shard's checksum; drop corrupt shards")
+    _common(p)
+    p = sub.add_parser("rebuild-index", help="recreate the cache index from the shards alone (failures are recomputed)")
     _common(p)
     p = sub.add_parser("demo-data", help="generate the bundled demo's raw files (deterministic)")
     p.add_argument("--out", default="manifests", help="folder for demo.csv and demo_data/ (default: manifests)")
@@ -210,6 +213,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_gc(args) -> int:
+    from .maintenance import gc
     from .runner import Workspace
     from .stage import STAGES
 
@@ -228,7 +232,7 @@ def cmd_gc(args) -> int:
                 dead = ws.store.committed(stage).keys() - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
             return 0
-        stats = ws.store.gc(live)
+        stats = gc(ws.store, live)
     print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
           f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
     return 0
@@ -245,6 +249,22 @@ def cmd_verify(args) -> int:
     for msg in bad:
         print(msg)
     print(f"verify: {len(bad)} corrupt shard(s) dropped" if bad else "verify: all shards match their checksums")
+    return 0
+
+
+def cmd_rebuild_index(args) -> int:
+    from .maintenance import rebuild_index
+    from .runner import Workspace
+
+    _features()
+    config, _ = _load(args)
+    with Workspace(args.workdir, config) as ws:
+        ws.lock("rebuild-index")
+        stats = rebuild_index(ws.store)
+    for message in stats["skipped"]:
+        print(f"skipped {message}")
+    print(f"rebuild-index: {stats['entries']} entries from {stats['shards']} shards"
+          + (f"; {len(stats['skipped'])} shard(s) skipped (their items are recomputed)" if stats["skipped"] else ""))
     return 0
 
 
@@ -265,6 +285,7 @@ COMMANDS = {
     "export": cmd_export,
     "gc": cmd_gc,
     "verify": cmd_verify,
+    "rebuild-index": cmd_rebuild_index,
     "demo-data": cmd_demo_data,
 }
 

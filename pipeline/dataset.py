@@ -45,15 +45,17 @@ class DatasetContext:
     report: "Report | None" = None  # None in a dry plan
     dry: bool = False
     force: bool = False  # recompute even if the output exists (mmp train --force)
-    make_buffer: Any = None  # () -> a ShardBuffer for this stage's per-item rows
+    make_buffer: Any = None  # (stage digest, output spec) -> a ShardBuffer for this stage's per-item rows
 
     @property
     def folder(self) -> Path:
         """WORKDIR/<stage>/: where a dataset-level stage keeps files of its own."""
         return self.workdir / self.name
 
-    def buffer(self):
-        return self.make_buffer()
+    def buffer(self, stage_digest: str, spec: dict[str, Any]):
+        """Where per-item rows go: ``add(key, record, inputs)``, ``maybe_flush()``, ``flush()``;
+        ``stage_digest`` and ``spec`` describe the rows in the shard metadata."""
+        return self.make_buffer(stage_digest, spec)
 
     def input_digest(self, stage: str, item_id: str) -> str | None:
         """The content digest of an item's committed output in an upstream stage (None: no output)."""

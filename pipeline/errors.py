@@ -101,6 +101,12 @@ class InvalidSamples(ItemError):
     pass
 
 
+class OutputMismatch(ItemError):
+    """A stage produced a record that does not match its declared outputs (a bug, not bad input)."""
+
+    permanent = False
+
+
 def describe(exc: BaseException) -> tuple[str, str, bool]:
     """(error type, message, permanent) for any exception raised while processing one item."""
     if isinstance(exc, ItemError):

@@ -8,9 +8,9 @@ lives (inline text or a raw file path or URI; or an upstream shard's name, check
 1. reads the inputs itself (raw files through ``pipeline.fs``, upstream shards from ``cache.root``,
    each checked against the checksum the driver's index holds),
 2. computes each batch with ``call_isolated`` (one bad item fails alone),
-3. writes its outputs as shards in exactly the store's format (``store.shard_file``; temp file, fsync,
-   rename), cut at the same ``cache.shard_rows`` / ``shard_mb`` / ``flush_seconds`` thresholds and only
-   between batches,
+3. checks each output against the stage's declared outputs and writes them as shards in exactly the
+   store's format (``shardfile.to_parquet``, self-describing; temp file, fsync, rename), cut at the same
+   ``cache.shard_rows`` / ``shard_mb`` / ``flush_seconds`` thresholds and only between batches,
 
 and returns only (shard name, checksum, size, keys, output digests) per shard and (key, error, message,
 permanent) per failed item. The driver commits each shard into its index (``Store.adopt_shard``); a shard
@@ -25,11 +25,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .errors import describe
+from .errors import OutputMismatch, describe
 from .fs import Folder, is_uri
 from .keys import digest_bytes, digest_record
+from .outputs import check_record
 from .plan import RAW_PREFIX, StagePlan
-from .store import decode_rows, shard_file
+from .shardfile import decode_rows, to_parquet
 
 # ---- the driver side: describing jobs ------------------------------------------------------------
 
@@ -58,7 +59,7 @@ def describe_jobs(plan: StagePlan, batches: list[list[str]], ids_by_key: dict[st
         for keys in batches[start : start + per_job]:
             batch = []
             for key in keys:
-                entry: dict[str, Any] = {"key": key, "id": ids_by_key[key][0]}
+                entry: dict[str, Any] = {"key": key, "id": ids_by_key[key][0], "inputs": plan.input_digests[key]}
                 if upstream:
                     shard, row = where[plan.payload[key][0]]
                     entry["shard"], entry["row"] = shards.setdefault(shard, len(shards)), row
@@ -67,7 +68,8 @@ def describe_jobs(plan: StagePlan, batches: list[list[str]], ids_by_key: dict[st
                     entry["text"], entry["path"] = ref.text, ref.path
                 batch.append(entry)
             described.append(batch)
-        jobs.append({"job": len(jobs), "source": source, "shards": [[s, sums[s]] for s in shards], "batches": described})
+        jobs.append({"job": len(jobs), "source": source, "stage_digest": plan.stage.digest(),
+                     "shards": [[s, sums[s]] for s in shards], "batches": described})
     return jobs
 
 
@@ -131,11 +133,13 @@ class ShardWriter:
         self.folder = folder
         self.written: list[dict[str, Any]] = []
 
-    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
-        name, checksum, data = shard_file(stage, keys, records)
+    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]], meta: dict | None = None) -> str:
+        digests = [digest_record(r) for r in records]  # what downstream keys derive from
+        data = to_parquet(keys, records, {"stage": stage, **(meta or {}), "digests": digests})
+        checksum = digest_bytes(data)
+        name = f"{stage}/{checksum}.parquet"
         self.folder.write_atomic(name, data, f".{os.getpid()}.tmp")
-        self.written.append({"name": name, "checksum": checksum, "bytes": len(data), "keys": list(keys),
-                             "digests": [digest_record(r) for r in records]})  # what downstream keys derive from
+        self.written.append({"name": name, "checksum": checksum, "bytes": len(data), "keys": list(keys), "digests": digests})
         return name
 
 
@@ -147,16 +151,20 @@ def run_job(stage, job: dict, reader: ShardReader, cache: Any) -> dict[str, Any]
 
     started = time.time()
     writer = ShardWriter(reader.folder)
-    buffer = ShardBuffer(writer, stage.name, {"cache": cache})
+    spec = stage.output_spec()
+    buffer = ShardBuffer(writer, stage.name, {"cache": cache}, job["stage_digest"], spec)
     errors: list[list[Any]] = []
     try:
         for batch in job["batches"]:
             outputs = call_isolated(stage, reader.records(job, batch))
             for entry, out in zip(batch, outputs):
+                problem = None if isinstance(out, BaseException) else check_record(spec, out)
+                if problem:
+                    out = OutputMismatch(f"stage {stage.name} broke its declared outputs: {problem}")
                 if isinstance(out, BaseException):
                     errors.append([entry["key"], *describe(out)])
                 else:
-                    buffer.add(entry["key"], out)
+                    buffer.add(entry["key"], out, entry["inputs"])
             buffer.maybe_flush()
         buffer.flush()
     except CorruptShard as exc:

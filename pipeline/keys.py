@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import xxhash
 
+from .gcpause import without_gc
+
 CHUNK = 1 << 20
 
 
@@ -48,6 +50,12 @@ def stage_key(stage_digest: str, inputs: Iterable[str]) -> str:
     The parts are hex digests (raw ones prefixed ``file:`` / ``text:``), never containing ``|``, so
     joining them is unambiguous and costs no serialisation."""
     return xxhash.xxh3_128_hexdigest("|".join((stage_digest, *inputs)).encode("ascii"))
+
+
+def key_maker(stage_digest: str):
+    """``stage_key`` for one stage and one joined input string, without rebuilding the prefix per item."""
+    prefix, hexdigest = stage_digest + "|", xxhash.xxh3_128_hexdigest
+    return lambda joined: hexdigest((prefix + joined).encode("ascii"))
 
 
 def digest_record(record: dict[str, Any]) -> str:
@@ -86,19 +94,22 @@ class RawHashMemo:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS raw_files (path TEXT PRIMARY KEY, size INTEGER, stamp TEXT, digest TEXT)"
         )
-        self.memo = {
-            row[0]: (row[1], row[2], row[3]) for row in self.db.execute("SELECT path, size, stamp, digest FROM raw_files")
-        }
+        self.memo = self._load()
         self.pending: list[tuple[str, int, int, str]] = []
+
+    @without_gc
+    def _load(self) -> dict[str, tuple[str, int, str, str]]:
+        """path -> (path, size, stamp, digest): the rows as SQLite returns them (no copies)."""
+        return {row[0]: row for row in self.db.execute("SELECT path, size, stamp, digest FROM raw_files")}
 
     def digest(self, path: str, size: int, stamp: str | int) -> str:
         """stamp: mtime_ns for local files; the store's version marker (mtime, ETag) for URIs."""
         key, stamp = str(path), str(stamp)
         known = self.memo.get(key)
-        if known and known[0] == size and known[1] == stamp:
-            return known[2]
+        if known is not None and known[1] == size and known[2] == stamp:
+            return known[3]
         value = digest_file(path)
-        self.memo[key] = (size, stamp, value)
+        self.memo[key] = (key, size, stamp, value)
         self.pending.append((key, size, stamp, value))
         return value
 

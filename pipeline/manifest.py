@@ -1,5 +1,8 @@
 """Manifests: CSV or JSONL files listing items. Read, validate, and resolve raw paths safely.
 
+CSV files may be comma-, semicolon-, tab- or |-separated (the header tells which), UTF-8 with or without
+a BOM, with cells of any size.
+
 Columns: ``id`` (required), ``split`` (train/val/test or empty), ``label``, ``text`` (inline) or
 ``text_path``, ``image``, ``audio`` (paths relative to the manifest's folder). Any modality may be
 empty. Other columns are kept as metadata. Several files (or a folder of them) are read together and
@@ -9,18 +12,23 @@ ids must be unique across all of them.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import fs
 from .errors import ManifestError
+from .gcpause import without_gc
 from .paths import resolve_path  # noqa: F401  (re-exported: path confinement for manifest items)
 
 SPLITS = ("train", "val", "test", "")
 MODALITY_COLUMNS = ("text", "text_path", "image", "audio")
 KNOWN = ("id", "split", "label") + MODALITY_COLUMNS
 MAX_LISTED = 20
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "'|'"}
+MAX_CELL = 2**31 - 1  # the csv module's default cell limit is 131,072 characters
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,7 @@ class Item:
         return bool(getattr(self, modality))
 
 
-@dataclass(frozen=True)
-class RawInput:
+class RawInput(NamedTuple):  # a tuple: one is made per item and raw input on every plan
     key: str
     text: str | None = None  # inline text
     path: str | None = None  # absolute path or URI of a raw file
@@ -91,83 +98,115 @@ def _text(path: str):
     return io.TextIOWrapper(fs.open_input(path), encoding="utf-8-sig", newline="")
 
 
-def _rows(path: str) -> list[dict[str, str]]:
+def _delimiter(header: str) -> str:
+    """The delimiter that splits the header into the most known column names (comma on a tie)."""
+    known = set(KNOWN)
+
+    def score(delimiter: str) -> int:
+        return len({name.strip() for name in next(csv.reader([header], delimiter=delimiter), [])} & known)
+
+    return max(DELIMITERS, key=score)  # max keeps the first of equals: comma
+
+
+def _csv_rows(path: str, f) -> tuple[list[str], list[list[str]]]:
+    # A cell may be any size (a long e-mail pasted inline): the stages cap or refuse it per item.
+    csv.field_size_limit(MAX_CELL)
+    header = f.readline()
+    if not header.strip():
+        raise ManifestError(f"{path}: empty manifest (no header row)")
+    delimiter = _delimiter(header)
+    reader = csv.reader(itertools.chain([header], f), delimiter=delimiter)
+    columns = [name.strip() for name in next(reader)]
+    if "id" not in columns:
+        raise ManifestError(
+            f"{path}: missing required column 'id' (has: {', '.join(columns)}; split by "
+            f"{DELIMITERS[delimiter]}, the delimiter matching the most known column names; comma, semicolon, tab "
+            "and | are recognised)"
+        )
+    width, rows = len(columns), []
+    for values in reader:
+        if len(values) != width:
+            if not values:
+                continue  # a blank line
+            if len(values) > width:
+                raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has "
+                                    f"(delimiter: {DELIMITERS[delimiter]})")
+            values += [""] * (width - len(values))
+        rows.append(values)
+    return columns, rows
+
+
+def _jsonl_rows(path: str, f) -> tuple[list[str], list[list[str]], list[dict[str, str]]]:
+    objects = []
+    for n, line in enumerate(f, start=1):
+        if line.strip():
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ManifestError(f"{path}:{n}: each line must be a JSON object")
+            objects.append({k: "" if v is None else str(v) for k, v in obj.items()})
+    columns = list(dict.fromkeys(k for obj in objects for k in obj))
+    return columns, [[obj.get(c, "") for c in columns] for obj in objects], objects
+
+
+def _rows(path: str) -> tuple[list[str], list[list[str]], list[dict[str, str]] | None]:
+    """(columns, rows as lists in column order, and for JSONL each row's own fields)."""
     try:
-        if path.endswith(".jsonl"):
-            rows = []
-            with _text(path) as f:
-                for n, line in enumerate(f, start=1):
-                    if line.strip():
-                        obj = json.loads(line)
-                        if not isinstance(obj, dict):
-                            raise ManifestError(f"{path}:{n}: each line must be a JSON object")
-                        rows.append({k: "" if v is None else str(v) for k, v in obj.items()})
-            return rows
         with _text(path) as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames:
-                raise ManifestError(f"{path}: empty manifest (no header row)")
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has")
-                rows.append({k: (v or "") for k, v in row.items()})
-            return rows
+            if path.endswith(".jsonl"):
+                return _jsonl_rows(path, f)
+            return (*_csv_rows(path, f), None)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from None
 
 
+@without_gc
 def load(spec: str | list[str], data_root: str = "") -> list[Item]:
     items: list[Item] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, Item] = {}
     problems: list[str] = []
     for path in manifest_files(spec):
-        rows = _rows(path)
-        columns = set(rows[0]) if rows else set()
+        columns, rows, objects = _rows(path)
         if rows and "id" not in columns:
             raise ManifestError(f"{path}: missing required column 'id' (has: {', '.join(sorted(columns))})")
-        if rows and not columns & set(MODALITY_COLUMNS):
+        if rows and not set(columns) & set(MODALITY_COLUMNS):
             raise ManifestError(f"{path}: no modality column; expected at least one of {', '.join(MODALITY_COLUMNS)}")
         base = _parent(path)
         root = (data_root.rstrip("/") if fs.is_uri(data_root) else str(Path(data_root).resolve())) if data_root else base
-        first_row = 1 if path.endswith(".jsonl") else 2
-        for n, row in enumerate(rows, start=first_row):
-            where = f"{path}:{n}"
-            item_id = row.get("id", "").strip()
-            split = row.get("split", "").strip().lower()
-            if not item_id:
-                problems.append(f"{where}: empty id")
+        first_row = 1 if objects is not None else 2
+        extra = [(c, i) for i, c in enumerate(columns) if c not in KNOWN]  # kept as metadata
+        # Where each known column is; a missing one points just past the row, at the "" appended below.
+        at = {c: columns.index(c) if c in columns else len(columns) for c in KNOWN}
+        i_id, i_split, i_label, i_text, i_path, i_image, i_audio = (at[c] for c in KNOWN)
+        for n, values in enumerate(rows, start=first_row):
+            values.append("")
+            item_id, split = values[i_id].strip(), values[i_split].strip().lower()
+            text, text_path = values[i_text], values[i_path].strip()
+            if not item_id or item_id in seen or split not in SPLITS or (text and text_path):
+                problems.append(_problem(f"{path}:{n}", item_id, split, text, text_path, seen))
                 continue
-            if item_id in seen:
-                problems.append(f"{where}: duplicate id {item_id!r} (first at {seen[item_id]})")
-                continue
-            if split not in SPLITS:
-                problems.append(f"{where}: id {item_id!r} has unknown split {split!r} (use train, val, test or leave empty)")
-                continue
-            if row.get("text") and row.get("text_path"):
-                problems.append(f"{where}: id {item_id!r} sets both text and text_path")
-                continue
-            seen[item_id] = where
-            items.append(
-                Item(
-                    id=item_id,
-                    split=split,
-                    label=row.get("label", "").strip(),
-                    source=where,
-                    base=base,
-                    root=root,
-                    text=row.get("text", ""),
-                    text_path=row.get("text_path", "").strip(),
-                    image=row.get("image", "").strip(),
-                    audio=row.get("audio", "").strip(),
-                    meta={k: v for k, v in row.items() if k not in KNOWN},
-                )
-            )
+            if objects is not None:
+                meta = {k: v for k, v in objects[n - first_row].items() if k not in KNOWN}
+            else:
+                meta = {c: values[i] for c, i in extra} if extra else {}
+            item = Item(item_id, split, values[i_label].strip(), f"{path}:{n}", base, root, text, text_path,
+                        values[i_image].strip(), values[i_audio].strip(), meta)
+            seen[item_id] = item
+            items.append(item)
     if problems:
         shown = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise ManifestError(f"{len(problems)} bad manifest row(s):\n  {shown}{more}")
     return items
+
+
+def _problem(where: str, item_id: str, split: str, text: str, text_path: str, seen: dict[str, Item]) -> str:
+    if not item_id:
+        return f"{where}: empty id"
+    if item_id in seen:
+        return f"{where}: duplicate id {item_id!r} (first at {seen[item_id].source})"
+    if split not in SPLITS:
+        return f"{where}: id {item_id!r} has unknown split {split!r} (use train, val, test or leave empty)"
+    return f"{where}: id {item_id!r} sets both text and text_path"
 
 
 def _parent(path: str) -> str:

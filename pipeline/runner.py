@@ -14,14 +14,16 @@ from typing import Any, Iterator
 from .buffer import ShardBuffer
 from .config import Config
 from .dataset import DatasetContext
-from .errors import CacheCorruptError, PipelineError, StorageError, describe
+from .errors import CacheCorruptError, OutputMismatch, PipelineError, StorageError, describe
 from .executors import get_executor
 from .jobs import compute_jobs
 from .keys import RawHashMemo
 from .lock import RunLock
 from .manifest import Item
+from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
+from .status import record_plan
 from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
 from .store import Store
 
@@ -88,7 +90,8 @@ class Workspace:
                 yield plan
             done = self.store.committed(name)
             applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
-            available[name] = {i: k for i, k in plan.keys.items() if k in done}
+            everything = plan.payload.keys() <= done.keys() if not stage.dataset_level else False
+            available[name] = plan.keys if everything else {i: k for i, k in plan.keys.items() if k in done}
             if dry:
                 known_bad = {k for k, f in self.store.failures(name).items() if f[3]}
                 unresolved[name] = {i for i, k in plan.keys.items() if k not in done and k not in known_bad}
@@ -102,7 +105,8 @@ class Workspace:
             name=name, items=items, config=self.config, store=self.store, workdir=self.workdir,
             inputs={s: available.get(s, {}) for s in stage.inputs},
             digests={s: self.store.committed(s) for s in stage.inputs}, results=results, dry=dry,
-            force=name in self.force, make_buffer=lambda: ShardBuffer(self.store, name, self.config),
+            force=name in self.force,
+            make_buffer=lambda digest, spec: ShardBuffer(self.store, name, self.config, digest, spec),
         )
 
     def dataset_context(self, name: str, items: list[Item], report: Report | None = None) -> DatasetContext:
@@ -153,12 +157,18 @@ class Workspace:
         started = time.monotonic()
         stats = report.stage(stage.name)
         committed = self.store.committed(stage.name)
-        committed_before = set(committed)
+        for item, exc in plan.input_errors:
+            report.fail(stage.name, item.id, exc.kind, f"item {item.id}: {exc}")
+        stats["skipped"] += len(plan.blocked)
+        if plan.payload.keys() <= committed.keys():  # nothing to do: no need to form batches
+            stats["cached"] += len(plan.keys)
+            record_plan(self.store, plan, stats)
+            stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
+            return
+        before = set(committed)
         failures = self.store.failures(stage.name)
         retry_all = self.config["run"].retry_permanent_failures
         ids_by_key = plan.ids_by_key()
-        for item, exc in plan.input_errors:
-            report.fail(stage.name, item.id, exc.kind, f"item {item.id}: {exc}")
         # Batches are fixed slices of ALL of the stage's keys in manifest order, not of the missing ones:
         # a run resumed after a crash computes each batch with the same members as an uninterrupted
         # run would, so model outputs match to the last bit (float sums depend on batch composition).
@@ -178,32 +188,10 @@ class Workspace:
                     todo.append(key)
             if todo:
                 batches.append(todo)
-        stats["skipped"] += len(plan.blocked)
         if batches:
             self._compute(plan, batches, ids_by_key, report)
-        self._record_latest(plan, committed_before, stats)
+        record_plan(self.store, plan, stats, before)
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-
-    def _record_latest(self, plan: StagePlan, committed_before: set[str], stats: dict[str, Any]) -> None:
-        """Remember each item's key and inputs as planned now (``status`` explains changes against it).
-        An item whose input keys changed while its key did not (the upstream output came out identical)
-        was reused by early cutoff: counted in the report and noted for ``status`` until the next run."""
-        stage = plan.stage
-        latest = self.store.latest(stage.name)
-        config = f"{stage.digest()}|{stage.config_digest()}"
-        cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
-        rows = []
-        for item_id, key in plan.keys.items():
-            inputs = plan.upstream[item_id]
-            old = latest.get(item_id)
-            note = ""
-            if old is not None and old[0] == key and old[2] != inputs and key in committed_before:
-                note = cutoff_note
-                stats["cutoff"] = stats.get("cutoff", 0) + 1
-            row = (key, config, inputs, note)
-            if old != row:
-                rows.append((item_id, *row))
-        self.store.set_latest(stage.name, rows)
 
     def _inputs(self, plan: StagePlan, keys: list[str], ids_by_key: dict[str, list[str]], store: Store) -> list[dict[str, Any]]:
         stage = plan.stage
@@ -235,10 +223,10 @@ class Workspace:
     def _compute(self, plan: StagePlan, batches: list[list[str]], ids_by_key: dict[str, list[str]], report: Report) -> None:
         stage = plan.stage
         stats = report.stage(stage.name)
-        buffer = ShardBuffer(self.store, stage.name, self.config)
         failed: list[tuple[str, str, str, str, bool]] = []
         try:
             self.executor.prepare(stage)
+            spec = stage.output_spec()
         except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
             report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
             return
@@ -247,6 +235,7 @@ class Workspace:
                          self.config["cache"].shard_rows)
             report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
             return
+        buffer = ShardBuffer(self.store, stage.name, self.config, stage.digest(), spec)
         report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
         bar = report.progress(stage.name, sum(len(ids_by_key[k]) for b in batches for k in b))
         results = self.executor.map(stage, self._prefetched(plan, batches, ids_by_key))
@@ -254,13 +243,16 @@ class Workspace:
             for keys, outputs in self._guarded(stage, batches, results, report):
                 for key, out in zip(keys, outputs):
                     ids = ids_by_key[key]
+                    problem = None if isinstance(out, BaseException) else check_record(spec, out)
+                    if problem:
+                        out = OutputMismatch(f"stage {stage.name} broke its declared outputs: {problem}")
                     if isinstance(out, BaseException):
                         error, message, permanent = describe(out)
                         for item_id in ids:
                             report.fail(stage.name, item_id, error, f"item {item_id}: {message}")
                         failed.append((key, ids[0], error, message, permanent))
                     else:
-                        buffer.add(key, out)
+                        buffer.add(key, out, plan.input_digests[key])
                         stats["computed"] += len(ids)
                     bar.update(len(ids))
                 if failed:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .config import key_fields, register_section
 from .errors import UnknownStageError
 from .keys import digest_bytes, digest_obj
+from .outputs import Field
 
 if TYPE_CHECKING:
     from .dataset import DatasetContext, DatasetResult
@@ -70,6 +71,8 @@ class Stage:
     dataset_level: ClassVar[bool] = False
     # Keeps one cached row per item (False for a stage whose output is a folder, e.g. a trained model).
     per_item_rows: ClassVar[bool] = True
+    # What each output record holds (see pipeline.outputs); output_spec() when it depends on config or model.
+    outputs: ClassVar[dict[str, Field]] = {}
 
     def __init__(self, config: Any):
         self.config = config
@@ -143,6 +146,10 @@ class Stage:
     def run_dataset(self, ctx: "DatasetContext") -> "DatasetResult":
         """Dataset-level stages only: compute or reuse the output from every item's upstream outputs."""
         raise NotImplementedError(f"stage {self.name} is not dataset-level")
+
+    def output_spec(self) -> dict[str, Field]:
+        """The declared output fields. Called on the driver, set up or not (a Ray run sets up workers only)."""
+        return dict(self.outputs)
 
     def describe_run(self) -> dict[str, Any]:
         """Facts worth printing in the run report (e.g. which weights were used)."""

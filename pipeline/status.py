@@ -1,10 +1,13 @@
-"""Status: for one stage, which items are fresh, which must be computed and why, which failed."""
+"""Status: for one stage, which items are fresh, which must be computed and why, which failed; and
+``record_plan``, which remembers each run's plan so the next status can explain what changed."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from .keys import digest_bytes
 from .plan import StagePlan
 from .store import Store
 
@@ -50,18 +53,24 @@ def stage_status(store: Store, plan: StagePlan) -> StageStatus:
     status = StageStatus(stage.name, blocked=len(plan.blocked), upstream=" / ".join(stage.inputs),
                          note=plan.result.note if plan.result else "")
     committed = store.committed(stage.name)
-    failures = store.failures(stage.name)
-    latest = store.latest(stage.name)
-    digest, config_digest = stage.digest(), stage.config_digest()
     for _, exc in plan.input_errors:
         status.failed[exc.kind] += 1
-    for item_id, key in plan.keys.items():
-        old = latest.get(item_id)
-        if key in committed:
-            status.fresh += 1
-            if old is not None and old[3] and old[0] == key:
+    waiting = [(i, k) for i, k in plan.keys.items() if k not in committed]
+    status.fresh = len(plan.keys) - len(waiting)
+    notes = store.plan_state(stage.name)[1]
+    if not (waiting or plan.pending or notes):
+        return status  # all fresh, nothing to explain: the index need not be read item by item
+    failures = store.failures(stage.name) if waiting else {}
+    latest = store.latest(stage.name)
+    digest, config_digest = stage.digest(), stage.config_digest()
+    if notes:
+        for item_id, key in plan.keys.items():
+            old = latest.get(item_id)
+            if key in committed and old is not None and old[3] and old[0] == key:
                 status.reused[old[3]] += 1
-        elif key in failures:
+    for item_id, key in waiting:
+        old = latest.get(item_id)
+        if key in failures:
             status.failed[failures[key][1]] += 1
         elif old is not None and old[0] == key:
             status.to_compute["not computed yet"] += 1
@@ -87,3 +96,32 @@ def _why(old: tuple[str, str, str, str] | None, digest: str, config_digest: str)
     if old_digest != digest:
         return "stage code or model change"
     return ""
+
+
+def record_plan(store: Store, plan: StagePlan, stats: dict[str, Any], before: set[str] | None = None) -> None:
+    """Remember each item's key and inputs as planned now (``status`` explains changes against it).
+    An item whose input keys changed while its key did not (the upstream output came out identical)
+    was reused by early cutoff: counted in the report and noted for ``status`` until the next run.
+    A plan equal to the last recorded one, with no notes to clear, is recognised by its digest alone.
+    ``before``: the keys committed before this run (None: all of this plan's were)."""
+    stage = plan.stage
+    config = f"{stage.digest()}|{stage.config_digest()}"
+    # ids, keys and inputs in one order (dicts keep insertion order; upstream is filled with keys)
+    digest = digest_bytes("\n".join([config, *plan.keys, *plan.keys.values(), *plan.upstream.values()]).encode())
+    if store.plan_state(stage.name) == (digest, 0):
+        return
+    latest = store.latest(stage.name)
+    cutoff_note = f"reused: input changed, {stage.inputs[0]} output unchanged"
+    rows, notes = [], 0
+    for item_id, key in plan.keys.items():
+        inputs = plan.upstream[item_id]
+        old = latest.get(item_id)
+        note = ""
+        if old is not None and old[0] == key and old[2] != inputs and (before is None or key in before):
+            note = cutoff_note
+            notes += 1
+        row = (key, config, inputs, note)
+        if old != row:
+            rows.append((item_id, *row))
+    stats["cutoff"] += notes
+    store.set_latest(stage.name, rows, (digest, notes))

@@ -1,4 +1,4 @@
-"""The cache: per stage, Parquet shards plus a SQLite index of committed keys.
+"""The cache: per stage, Parquet shards (``pipeline.shardfile``) plus a SQLite index of committed keys.
 
 Layout under ``<workdir>/cache``::
 
@@ -13,14 +13,14 @@ downstream are derived from): an item counts as done only once its shard and its
 most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
 kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
 recomputed, never silently read. A shard may also be written by another process (a Ray worker, with
-``shard_file`` and the same atomic write) and then committed here with ``adopt_shard``.
+``shardfile.to_parquet`` and the same atomic write) and then committed here with ``adopt_shard``.
 
-Arrays are stored as flat Arrow lists plus a ``<field>.shape`` column, so pandas reads shards directly.
+Shards describe themselves (stage, stage digest, declared outputs, each row's input and output digests),
+so ``maintenance.rebuild_index`` can recreate this index from them; ``maintenance.gc`` compacts.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import sqlite3
 import time
@@ -28,87 +28,26 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
 from .errors import CacheCorruptError, StorageError
 from .fs import Folder
+from .gcpause import without_gc
 from .keys import digest_bytes, digest_record
+from .shardfile import decode_rows, encode, read_meta, to_parquet  # noqa: F401  (encode: re-exported)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, stage TEXT, checksum TEXT, rows INTEGER, bytes INTEGER, created REAL);
 CREATE TABLE IF NOT EXISTS entries (stage TEXT, key TEXT, shard TEXT, row INTEGER, digest TEXT, PRIMARY KEY (stage, key));
 CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
+CREATE INDEX IF NOT EXISTS entries_digests ON entries (stage, key, digest);  -- committed(): one covering scan
 CREATE TABLE IF NOT EXISTS failures (stage TEXT, key TEXT, item_id TEXT, error TEXT, message TEXT, permanent INTEGER,
                                      PRIMARY KEY (stage, key));
 CREATE TABLE IF NOT EXISTS latest (stage TEXT, item_id TEXT, key TEXT, config TEXT, inputs TEXT, note TEXT,
                                    PRIMARY KEY (stage, item_id));
+CREATE TABLE IF NOT EXISTS plans (stage TEXT PRIMARY KEY, digest TEXT, notes INTEGER);
 """
 # Columns added since the first layout; an older index gets them (its keys no longer match: recomputed).
 ADDED_COLUMNS = {"entries": ("digest",), "latest": ("inputs", "note")}
-SHAPE = ".shape"
-
-
-def encode(records: list[dict[str, Any]]):
-    """Records (dicts of field -> ndarray | str | number) -> an Arrow table."""
-    import pyarrow as pa
-
-    columns: dict[str, Any] = {}
-    for name in records[0]:
-        values = [r[name] for r in records]
-        if isinstance(values[0], np.ndarray):
-            flat = np.concatenate([np.ascontiguousarray(v).reshape(-1) for v in values])
-            offsets = np.zeros(len(values) + 1, dtype=np.int64)
-            np.cumsum([v.size for v in values], out=offsets[1:])
-            columns[name] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
-            columns[name + SHAPE] = pa.array([list(v.shape) for v in values], type=pa.list_(pa.int32()))
-        else:
-            columns[name] = pa.array(values)
-    return pa.table(columns)
-
-
-def decode_rows(table, rows: Iterable[int]) -> list[dict[str, Any]]:
-    """Selected rows of a shard table -> records with arrays restored to their shapes."""
-    rows = list(rows)
-    sub = table.take(rows)
-    out: list[dict[str, Any]] = [{} for _ in rows]
-    names = [n for n in sub.column_names if not n.endswith(SHAPE)]
-    for name in names:
-        col = sub.column(name).combine_chunks()
-        if name + SHAPE in sub.column_names:
-            flat = col.values.to_numpy(zero_copy_only=False)
-            offsets = col.offsets.to_numpy()
-            shapes = sub.column(name + SHAPE).to_pylist()
-            for i, shape in enumerate(shapes):
-                out[i][name] = flat[offsets[i] - offsets[0] : offsets[i + 1] - offsets[0]].reshape(shape)
-        else:
-            for i, value in enumerate(col.to_pylist()):
-                out[i][name] = value
-    return out
-
-
-def _parquet_options(table) -> dict[str, Any]:
-    """Arrays of floats compress best split by byte; dictionaries only help the string columns."""
-    import pyarrow as pa
-
-    floats = [
-        f"{f.name}.list.element"
-        for f in table.schema
-        if pa.types.is_large_list(f.type) and pa.types.is_floating(f.type.value_type)
-    ]
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats or False}
-
-
-def shard_file(stage: str, keys: list[str], records: list[dict[str, Any]]) -> tuple[str, str, bytes]:
-    """(name, checksum, Parquet bytes) of the shard holding these records: the one shard format, whoever writes it."""
-    import pyarrow.parquet as pq
-
-    table = encode([{"key": k, **r} for k, r in zip(keys, records)])
-    buf = io.BytesIO()
-    pq.write_table(table, buf, **_parquet_options(table))
-    data = buf.getvalue()
-    checksum = digest_bytes(data)
-    return f"{stage}/{checksum}.parquet", checksum, data
 
 
 class Store:
@@ -129,6 +68,7 @@ class Store:
         self._committed: dict[str, dict[str, str]] = {}  # stage -> {key -> output digest}, kept current
 
     # ---- queries -------------------------------------------------------------------------------
+    @without_gc
     def committed(self, stage: str) -> dict[str, str]:
         """{key -> output digest} of a stage's committed entries (loaded once, kept current by commits)."""
         if stage not in self._committed:
@@ -163,10 +103,15 @@ class Store:
         return found
 
     # ---- writes --------------------------------------------------------------------------------
-    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]]) -> str:
-        """Write records as one shard and record their keys, atomically. Returns the shard name."""
+    def commit_shard(self, stage: str, keys: list[str], records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+        """Write records as one shard and record their keys, atomically. Returns the shard name.
+
+        ``meta``: what describes the rows (``stage_digest``, ``schema``, per-row ``inputs``); the rows'
+        output digests are computed here, once, and go both into the file and into the index."""
         digests = [digest_record(r) for r in records]
-        name, checksum, data = shard_file(stage, keys, records)
+        data = to_parquet(keys, records, {"stage": stage, **(meta or {}), "digests": digests})
+        checksum = digest_bytes(data)
+        name = f"{stage}/{checksum}.parquet"
         try:
             self._write_shard_file(stage, checksum, data)
             self._record_shard(stage, name, checksum, list(zip(keys, digests)), len(data))
@@ -218,14 +163,22 @@ class Store:
                     [(stage, k, i, e, m, int(p)) for k, i, e, m, p in rows],
                 )
 
-    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]]) -> None:
-        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones)."""
-        if rows:
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
+    def plan_state(self, stage: str) -> tuple[str, int]:
+        """(digest of the last recorded plan of a stage, how many of its items carry a note)."""
+        row = self.db.execute("SELECT digest, notes FROM plans WHERE stage = ?", (stage,)).fetchone()
+        return (row[0], row[1]) if row else ("", 0)
+
+    def set_latest(self, stage: str, rows: list[tuple[str, str, str, str, str]], plan: tuple[str, int]) -> None:
+        """rows: (item id, key, config digest, upstream keys, note) as planned in this run (changed ones);
+        ``plan``: (digest of the whole plan, number of items with a note), so an unchanged plan is
+        recognised next time without comparing it item by item."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?, ?, ?)", [(stage, *r) for r in rows])
+            self.db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?)", (stage, *plan))
 
     # ---- reads ---------------------------------------------------------------------------------
-    def _table(self, name: str):
+    def table(self, name: str):
+        """A shard as an Arrow table, checksum verified (a mismatch drops the shard: CacheCorruptError)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -262,7 +215,7 @@ class Store:
             by_shard.setdefault(where[k][0], []).append(k)
         out: dict[str, dict[str, Any]] = {}
         for shard, shard_keys in by_shard.items():
-            table = self._table(shard)
+            table = self.table(shard)
             for k, rec in zip(shard_keys, decode_rows(table, [where[k][1] for k in shard_keys])):
                 rec.pop("key", None)
                 out[k] = rec
@@ -273,7 +226,7 @@ class Store:
         bad = []
         for (name,) in self.db.execute("SELECT name FROM shards").fetchall():
             try:
-                self._table(name)
+                self.table(name)
             except CacheCorruptError as exc:
                 bad.append(str(exc))
         self._tables.clear()
@@ -310,40 +263,6 @@ class Store:
                 self.shards.delete(name)
                 removed += 1
         return removed
-
-    def gc(self, live: dict[str, set[str]]) -> dict[str, int]:
-        """Keep only entries whose (stage, key) is live; compact shards; delete what is unused."""
-        stats = {"entries": 0, "shards": 0, "failures": 0, "bytes": 0}
-        for stage, keys in self.db.execute("SELECT stage, group_concat(key) FROM entries GROUP BY stage").fetchall():
-            dead = set(keys.split(",")) - live.get(stage, set())
-            if dead:
-                with self.db:
-                    self.db.executemany("DELETE FROM entries WHERE stage = ? AND key = ?", [(stage, k) for k in dead])
-                stats["entries"] += len(dead)
-                self._committed.pop(stage, None)
-        for stage, key in self.db.execute("SELECT stage, key FROM failures").fetchall():
-            if key not in live.get(stage, set()):
-                with self.db:
-                    self.db.execute("DELETE FROM failures WHERE stage = ? AND key = ?", (stage, key))
-                stats["failures"] += 1
-        shards = self.db.execute(
-            "SELECT s.name, s.stage, s.rows, s.bytes, count(e.key) FROM shards s LEFT JOIN entries e ON e.shard = s.name "
-            "GROUP BY s.name"
-        ).fetchall()
-        for name, stage, rows, size, used in shards:
-            if used == rows:
-                continue
-            keep = [k for (k,) in self.db.execute("SELECT key FROM entries WHERE shard = ? ORDER BY row", (name,))]
-            if keep:
-                records = self.read(stage, keep)
-                self.commit_shard(stage, keep, [records[k] for k in keep])
-            self.drop_shard(name)
-            stats["shards"] += 1
-            stats["bytes"] += size
-        stats["debris"] = self.remove_debris()
-        with self.db:
-            self.db.execute("DELETE FROM latest WHERE key NOT IN (SELECT key FROM entries) AND key NOT IN (SELECT key FROM failures)")
-        return stats
 
     def close(self) -> None:
         self.db.close()

@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 WEIGHT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -134,6 +135,18 @@ class Bert(Stage):
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         self.model = AutoModel.from_pretrained(where, use_safetensors=True, dtype=dtype).to(self.device).eval()
         self.torch = torch
+
+    def output_spec(self) -> dict[str, Field]:
+        """A vector of the model's hidden size (from its config.json; unknown until loaded for a hub id)."""
+        if getattr(self, "model", None) is not None:
+            return {"bert": Field("float32", (int(self.model.config.hidden_size),))}
+        where = resolve_model(self.config.model)
+        hidden = None
+        if isinstance(where, Path):
+            import json
+
+            hidden = json.loads((where / "config.json").read_text()).get("hidden_size")
+        return {"bert": Field("float32", (int(hidden) if hidden else None,))}
 
     def describe_run(self) -> dict[str, Any]:
         return {"model": self.config.model, "pooling": self.config.pooling,

@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.config import execution_only
 from pipeline.errors import AudioDecodeError, EmptyAudio, InputTooLarge, InvalidSamples, SilentAudio
 from pipeline.fs import read_bytes
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 
@@ -141,6 +142,11 @@ class CleanAudio(Stage):
     inputs = ("raw:audio",)
     Config = CleanAudioConfig
     threaded = True
+
+    def output_spec(self) -> dict[str, Field]:
+        cfg = self.config
+        return {"audio": Field("float32", (int(round(cfg.duration * cfg.sample_rate)),)), "sample_rate": Field("int"),
+                "source_rate": Field("int"), "source_seconds": Field("float")}
 
     def process_one(self, record: dict) -> dict:
         raw = read_bytes(record["path"])

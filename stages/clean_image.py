@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.config import execution_only
 from pipeline.errors import DecompressionBomb, ImageDecodeError, InputTooLarge
 from pipeline.fs import read_bytes
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 
@@ -104,3 +105,6 @@ class CleanImage(Stage):
         if len(data) > 1 << 31:
             raise InputTooLarge("image file over 2 GiB")
         return {"image": clean_image(data, self.config)}
+
+    def output_spec(self) -> dict[str, Field]:
+        return {"image": Field("uint8", (self.config.size, self.config.size, 3))}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.config import execution_only
 from pipeline.errors import EmptyText, InputTooLarge, MissingFile, TextDecodeError
+from pipeline.outputs import Field
 from pipeline.fs import open_input
 from pipeline.stage import Stage, register
 
@@ -35,7 +36,7 @@ class CleanTextConfig:
     lowercase: bool = False
     # Characters kept after cleaning (longer text is cut).
     max_chars: int = 20000
-    # Raw text files larger than this are refused before decoding.
+    # Raw text larger than this (a file, or an inline manifest cell) is refused before cleaning.
     max_bytes: int = 5_000_000
     batch_size: int = execution_only(256)
 
@@ -67,6 +68,7 @@ class CleanText(Stage):
     version = "1"
     inputs = ("raw:text",)
     Config = CleanTextConfig
+    outputs = {"text": Field("str")}
 
     def process_one(self, record: dict) -> dict:
         cfg = self.config
@@ -87,6 +89,8 @@ class CleanText(Stage):
                 ) from None
         else:
             raw = record["text"]
+            if len(raw) > cfg.max_bytes // 4 and len(raw.encode("utf-8")) > cfg.max_bytes:
+                raise InputTooLarge(f"inline text is over {cfg.max_bytes} bytes (clean_text.max_bytes)")
         text = clean(raw, cfg)
         if not text:
             raise EmptyText("text is empty after cleaning; treated as missing text")

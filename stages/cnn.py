@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 BACKBONES = {  # name: (keras.applications attribute, module with preprocess_input)
@@ -84,6 +85,7 @@ class Cnn(Stage):
     inputs = ("clean_image",)
     Config = CnnConfig
     holds_model = True
+    outputs = {"cnn": Field("float32", (None,))}  # the backbone's feature size
 
     def identity(self) -> dict[str, Any]:
         cfg = self.config

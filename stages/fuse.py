@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.dataset import DatasetContext, DatasetResult
 from pipeline.errors import ConfigError
 from pipeline.keys import digest_obj, stage_key
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 from .splits import with_splits
@@ -183,12 +184,12 @@ def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], ident
 
 
 def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], ident: dict[str, dict[str, str]], stats: Stats):
-    """Fused keys (from feature digests): (kept [(item, key)], {key: (item, feature keys to read)},
-    missing counts, dropped count)."""
+    """Fused keys (from feature digests): (kept [(item, key)], {key: (item, feature keys to read, the
+    digests the key derives from)}, missing counts, dropped count)."""
     dims = {m: v.shape[0] for m, v in stats.mean.items()}
     digest = digest_obj([stage.digest(), stats.digest])
     kept: list[tuple[Any, str]] = []
-    todo: dict[str, tuple[Any, list[str | None]]] = {}
+    todo: dict[str, tuple[Any, list[str | None], str]] = {}
     missing = {m: 0 for m in MODALITIES}
     dropped = 0
     for item in items:
@@ -198,9 +199,10 @@ def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], ident: dict[
         if all(k is None for k in inputs) or (stage.config.missing == "drop" and any(k is None for k in inputs)):
             dropped += 1
             continue
-        key = stage_key(digest, [ident[m][item.id] if k else "-" for m, k in zip(MODALITIES, inputs)])
+        joined = "|".join(ident[m][item.id] if k else "-" for m, k in zip(MODALITIES, inputs))
+        key = stage_key(digest, (joined,))
         kept.append((item, key))
-        todo.setdefault(key, (item, inputs))
+        todo.setdefault(key, (item, inputs, joined))
     return kept, todo, missing, dropped
 
 
@@ -211,7 +213,8 @@ def fuse_items(ctx: DatasetContext, stage: Stage, items, stats: Stats, fitted: b
     cached = sum(1 for _, k in kept if k in committed)
     todo = {k: v for k, v in todo.items() if k not in committed}
     dims = {m: v.shape[0] for m, v in stats.mean.items()}
-    buffer = ctx.buffer()
+    spec = {field: spec for m in dims for field, spec in ((m, Field("float32", (dims[m],))), (f"{m}_mask", Field("float")))}
+    buffer = ctx.buffer(digest_obj([stage.digest(), stats.digest]), spec)
     todo_keys = list(todo)
     for start in range(0, len(todo_keys), READ_BATCH):
         chunk = todo_keys[start : start + READ_BATCH]
@@ -230,7 +233,7 @@ def fuse_items(ctx: DatasetContext, stage: Stage, items, stats: Stats, fitted: b
                 else:
                     record[m] = ((vectors[m][fkey] - stats.mean[m]) / stats.std[m]).astype(np.float32)
                     record[f"{m}_mask"] = 1.0
-            buffer.add(k, record)
+            buffer.add(k, record, todo[k][2])
         buffer.maybe_flush()
     buffer.flush()
     if ctx.report is not None:

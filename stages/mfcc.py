@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import execution_only
+from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 
@@ -65,6 +66,10 @@ class Mfcc(Stage):
     version = "1"
     inputs = ("clean_audio",)
     Config = MfccConfig
+
+    def output_spec(self) -> dict[str, Field]:
+        per_frame = self.config.n_mfcc * (3 if self.config.deltas else 1)
+        return {"mfcc": Field("float32", (2 * per_frame,))}
 
     def setup(self) -> None:
         # Import and warm up librosa once (its first call builds filters and caches), before timing batches.

@@ -74,11 +74,9 @@ def shard_files(workdir):
 
 
 def test_jobs_match_local_and_commit_each_job_once(tmp_path):
-    data = tmp_path / "data"
-    rows = make_items(data, 0, 9)
-    (data / "aud" / "bad.wav").write_bytes(b"RIFF garbage")
-    rows[4]["audio"] = "aud/bad.wav"
-    m = write_manifest(data / "m.csv", rows)
+    rows = make_items(tmp_path / "data", 0, 9)
+    (tmp_path / "data" / "aud" / "bad.wav").write_bytes(b"RIFF garbage")
+    m = write_manifest(tmp_path / "data" / "m.csv", [{**r, "audio": "aud/bad.wav"} if i == 4 else r for i, r in enumerate(rows)])
     report = run(m, tmp_path / "jobs", *ENGINE, command="run mfcc")
     assert report["stages"]["clean_audio"]["computed"] == 8  # job 0 answered twice, counted once
     assert report["stages"]["mfcc"]["computed"] == 8
@@ -143,3 +141,24 @@ def test_ray_settings_are_checked():
     with pytest.raises(ConfigError, match="retries must be -1"):
         Config.load(None, ["ray.retries=-2"])
     assert Config.load(None, ["ray.stages.cnn.num_cpus=0.5"])["ray"].stages["cnn"]["num_cpus"] == 0.5
+
+
+def test_worker_shards_describe_themselves_and_outputs_are_checked(tmp_path, monkeypatch):
+    from pipeline.cli import main
+    from stages.mfcc import Mfcc
+
+    original = Mfcc.process
+
+    def sloppy(self, batch):  # item001's vector comes out one value short
+        return [{"mfcc": r["mfcc"][:-1]} if b["id"] == "item001" else r for b, r in zip(batch, original(self, batch))]
+
+    monkeypatch.setattr(Mfcc, "process", sloppy)
+    data = tmp_path / "data"
+    m = write_manifest(data / "m.csv", make_items(data, 0, 4))
+    report = run(m, tmp_path / "w", *ENGINE, command="run mfcc")
+    assert [(f["stage"], f["id"], f["error"]) for f in report["failures"]] == [("mfcc", "item001", "OutputMismatch")]
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / "w" / "cache" / name).unlink(missing_ok=True)
+    assert main(["rebuild-index", "-m", str(m), "-w", str(tmp_path / "w"), *ENGINE]) == 0  # from worker-written shards
+    again = run(m, tmp_path / "w", *ENGINE, command="run mfcc")
+    assert again["stages"]["clean_audio"]["cached"] == 4 and again["stages"]["mfcc"]["cached"] == 3

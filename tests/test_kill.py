@@ -36,10 +36,10 @@ def die():
 
 commit, write, record = Store.commit_shard, Store._write_shard_file, Store._record_shard
 
-def commit_hook(self, stage, keys, records):
+def commit_hook(self, stage, keys, records, *meta):
     if POINT == "before" and due(stage):
         die()  # outputs computed, nothing written
-    return commit(self, stage, keys, records)
+    return commit(self, stage, keys, records, *meta)
 
 def write_hook(self, stage, checksum, data):
     if POINT == "during" and due(stage):
