@@ -16,7 +16,7 @@ OUT      ?= predictions.csv
 HOST     ?=
 PORT     ?=
 
-.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-browser test-load bench bench-ray clean
+.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-ray test-browser test-load bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ test: venv
 
 test-heavy: venv
 	$(PY) -m pytest -q -m heavy
+
+test-ray: venv
+	$(PY) -m pytest -q -m ray
 
 test-browser: venv
 	$(PY) -m pytest -q -s -m browser

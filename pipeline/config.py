@@ -68,8 +68,10 @@ class RayConfig:
     address: str = ""
     # CPUs for a local Ray started by the pipeline (0 = all).
     num_cpus: int = 0
-    # Pipeline batches in flight per round trip (bounds driver memory).
-    window: int = 16
+    # Times a lost worker is replaced and its jobs redone (actor restarts, task retries); -1 = no limit.
+    retries: int = 3
+    # Seconds a model stage waits for its whole actor pool to start (models loaded) before it fails.
+    start_timeout: float = 600.0
     # Per-stage resources: {stage = {actors = N, num_cpus = C, num_gpus = G}}; actors only for model stages.
     stages: dict = field(default_factory=lambda: {
         "bert": {"actors": 1, "num_cpus": 1, "num_gpus": 0},
@@ -81,8 +83,17 @@ class RayConfig:
             unknown = set(spec) - {"actors", "num_cpus", "num_gpus"}
             if unknown:
                 return f"stages.{name}: unknown keys {sorted(unknown)} (use actors, num_cpus, num_gpus)"
-        if self.window < 1:
-            return "window must be at least 1"
+            actors = spec.get("actors", 1)
+            if not isinstance(actors, int) or isinstance(actors, bool) or actors < 1:
+                return f"stages.{name}.actors must be an integer >= 1, not {actors!r}"
+            for key in ("num_cpus", "num_gpus"):
+                value = spec.get(key, 0)
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    return f"stages.{name}.{key} must be a number >= 0, not {value!r}"
+        if self.retries < -1:
+            return "retries must be -1 (no limit) or more"
+        if self.start_timeout < 1:
+            return "start_timeout must be at least 1 second"
         return None
 
 

@@ -16,6 +16,7 @@ from .config import Config
 from .dataset import DatasetContext
 from .errors import CacheCorruptError, OutputMismatch, PipelineError, StorageError, describe
 from .executors import get_executor
+from .jobs import compute_jobs
 from .keys import RawHashMemo
 from .lock import RunLock
 from .manifest import Item
@@ -229,6 +230,11 @@ class Workspace:
             spec = stage.output_spec()
         except Exception as exc:  # noqa: BLE001 - a stage that cannot start must not stop the others
             report.stage_error(stage.name, f"{type(exc).__name__}: {exc}", downstream(stage.name))
+            return
+        if self.executor.writes_shards:  # workers read their inputs and write shards; here we only commit
+            compute_jobs(self.store, plan, batches, ids_by_key, report, self.executor, downstream(stage.name),
+                         self.config["cache"].shard_rows)
+            report.info(stage.name, {**stage.describe_run(), **self.executor.facts})
             return
         buffer = ShardBuffer(self.store, stage.name, self.config, stage.digest(), spec)
         report.info(stage.name, {**stage.describe_run(), **self.executor.facts})

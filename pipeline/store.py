@@ -12,7 +12,8 @@ index in one transaction, together with each row's content digest (``keys.digest
 downstream are derived from): an item counts as done only once its shard and its digest are committed. A crash leaves at
 most an orphan file, which the next run's cleanup (and ``gc``) removes. Every shard's xxh3 checksum is
 kept in the index and checked whenever the shard is read; a mismatch drops the shard so its items are
-recomputed, never silently read.
+recomputed, never silently read. A shard may also be written by another process (a Ray worker, with
+``shardfile.to_parquet`` and the same atomic write) and then committed here with ``adopt_shard``.
 
 Shards describe themselves (stage, stage digest, declared outputs, each row's input and output digests),
 so ``maintenance.rebuild_index`` can recreate this index from them; ``maintenance.gc`` compacts.
@@ -137,6 +138,21 @@ class Store:
             self.db.executemany("DELETE FROM failures WHERE stage = ? AND key = ?", [(stage, k) for k, _ in entries])
         if stage in self._committed:
             self._committed[stage].update(entries)
+
+    def adopt_shard(self, stage: str, name: str, checksum: str, entries: list[tuple[str, str]], size: int) -> None:
+        """Commit a shard another process (a Ray worker) already wrote, with its rows' [(key, output digest)]:
+        it must be in place and whole."""
+        if self.shards.size(name) != size:
+            raise StorageError(f"shard {self.shards.path(name)} written by a worker is missing or incomplete here: "
+                               "cache.root must be storage that every node and the driver reach")
+        try:
+            self._record_shard(stage, name, checksum, entries, size)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot write the cache index under {self.root} ({exc})") from None
+
+    def checksums(self, stage: str) -> dict[str, str]:
+        """Shard name -> recorded checksum, for one stage's shards."""
+        return dict(self.db.execute("SELECT name, checksum FROM shards WHERE stage = ?", (stage,)).fetchall())
 
     def record_failures(self, stage: str, rows: list[tuple[str, str, str, str, bool]]) -> None:
         """rows: (key, item id, error type, message, permanent)."""

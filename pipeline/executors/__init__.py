@@ -9,6 +9,10 @@ Outputs are dicts of fields or exceptions (per-item failures), exactly as ``Stag
 them. The runner plans, reads inputs, checks and commits outputs; an executor only computes. Which
 stages get a long-lived worker is the stage's own ``holds_model`` attribute.
 
+An executor whose workers read their own inputs and write their own shards (``writes_shards = True``,
+e.g. Ray across machines) implements ``slots(stage)`` and ``run_jobs(stage, jobs, shard_root)`` instead
+of ``map``: the runner hands it job descriptors and only commits what comes back (``pipeline.jobs``).
+
 This module imports nothing heavy (``pipeline.config`` reads ``ENGINES`` to validate ``run.engine``);
 an executor's module is imported only when it is chosen.
 """
@@ -28,6 +32,7 @@ ENGINES: dict[str, str] = {"local": ".local", "ray": ".ray"}
 
 class Executor:
     name = "base"
+    writes_shards = False
 
     def __init__(self, config: "Config"):
         self.config = config

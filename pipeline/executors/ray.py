@@ -1,168 +1,210 @@
-"""The Ray executor: the same stage batch functions, run through Ray Data ``map_batches``.
+"""The Ray executor: one Ray Data execution per stage per run, workers that read and write the cache.
 
-Only the batches of missing keys are sent. Each Ray row carries one whole pipeline batch (Arrow IPC
-bytes, no pickled data), so every batch keeps the same members as with the local executor and outputs
-are identical. Stages that hold a model (``Stage.holds_model``) run as actor pools that load it once per
-actor; the others run as tasks. Workers get the stage class (by reference: its module is imported
-there) and its config section; results come back to the driver, which checks and commits them into the
-same cache: local and Ray runs share one cache and resume each other's work.
+The driver describes every pending batch of a stage as jobs (``pipeline.jobs``: keys, item ids and
+where each input lives, in JSON — a few hundred bytes per item) and streams them through one
+``map_batches``: stages that hold a model run on an actor pool created once per run (``actors``,
+``num_cpus``, ``num_gpus`` from ``[ray.stages.<name>]``), each actor loading its model once; the other
+stages run as tasks whose worker processes keep their stage between tasks. Workers read their inputs,
+compute, write their shards to ``cache.root`` and return only shard names, checksums, keys and item
+errors, which the driver commits. Results are iterated as they stream in (Ray Data's backpressure
+bounds what is in flight), so the driver holds O(keys), never arrays.
+
+Lost workers: actors restart (``max_restarts``) and their jobs run again (``max_task_retries``), tasks
+retry (``max_retries``), all up to ``ray.retries``; the driver commits each job at most once. An actor
+whose model cannot load answers every job with that error, which the runner turns into a stage error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import math
 import os
+import time
+import warnings
 from typing import Any, Iterator
 
-from ..errors import ItemError, describe
-from ..keys import canonical_json
-from ..stage import Stage, call_isolated
+from ..config import RayConfig
+from ..stage import Stage
 from . import Executor as Base
 
 
-def to_ipc(records: list[dict[str, Any]]) -> bytes:
-    import pyarrow as pa
+class _Worker:
+    """The stage inside one Ray worker process, set up once; jobs in, JSON results out."""
 
-    from ..store import encode
+    def __init__(self, ref: str, section: dict, root: str, cache: dict, counter, threads: int):
+        from pipeline.config import CacheConfig
+        from pipeline.fs import Folder
+        from pipeline.jobs import ShardReader
 
-    if not records:
-        return b""
-    table = encode(records)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+        import ray
 
+        self.id = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
+        self.reader, self.cache, self.error = ShardReader(Folder(root)), CacheConfig(**cache), None
+        for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # as Ray does for OMP/torch
+            os.environ.setdefault(var, str(threads))
+        try:
+            module, _, name = ref.partition(":")
+            cls = getattr(importlib.import_module(module), name)
+            self.stage = cls(cls.Config(**section))
+            self.stage.ensure_ready()
+        except Exception as exc:  # noqa: BLE001 - reported with every job; the driver makes it a stage error
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        ray.get(counter.loaded.remote(self.id, time.time()))
 
-def from_ipc(data: bytes) -> list[dict[str, Any]]:
-    import pyarrow as pa
+    def __call__(self, batch) -> dict[str, list]:
+        from pipeline.jobs import run_job
 
-    from ..store import decode_rows
-
-    if not data:
-        return []
-    table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
-    return decode_rows(table, range(table.num_rows))
-
-
-def run_batch(stage: Stage, payload: bytes) -> dict[str, Any]:
-    """Worker side: decode a batch, run the stage (errors stay per item), encode outputs and errors."""
-    records = from_ipc(payload)
-    outputs = call_isolated(stage, records)
-    ok, errors = [], {}
-    for i, out in enumerate(outputs):
-        if isinstance(out, BaseException):
-            errors[i] = describe(out)
-        else:
-            ok.append(out)
-    return {"outputs": to_ipc(ok), "errors": json.dumps(errors)}
-
-
-class _StageActor:
-    """One model per actor, loaded once."""
-
-    def __init__(self, cls: type[Stage], section: Any):
-        self.stage = cls(section)
-        self.stage.ensure_ready()
-
-    def __call__(self, batch):
-        return _map(self.stage, batch)
+        out = []
+        for payload in batch["payload"]:
+            job = json.loads(payload)
+            if self.error:
+                result = {"job": job["job"], "setup_error": self.error}
+            else:
+                result = {**run_job(self.stage, job, self.reader, self.cache), "worker": self.id}
+            out.append(json.dumps(result))
+        return {"result": out}
 
 
-_TASK_STAGES: dict[str, Stage] = {}
+_TASK_WORKERS: dict[str, _Worker] = {}
 
 
-def _task(batch, cls: type[Stage], section: Any):
-    key = canonical_json([cls.__module__, cls.__qualname__, dataclasses.asdict(section)])
-    if key not in _TASK_STAGES:  # a worker process reuses its stage across tasks
-        _TASK_STAGES[key] = cls(section)
-        _TASK_STAGES[key].ensure_ready()
-    return _map(_TASK_STAGES[key], batch)
+def _task(batch, run: str, **kwargs):
+    if run not in _TASK_WORKERS:  # a worker process keeps its stage across the tasks of one execution
+        _TASK_WORKERS.clear()
+        _TASK_WORKERS[run] = _Worker(**kwargs)
+    return _TASK_WORKERS[run](batch)
 
 
-def _map(stage: Stage, batch) -> dict[str, list]:
-    out = {"index": [], "outputs": [], "errors": []}
-    for index, payload in zip(batch["index"].to_pylist(), batch["payload"].to_pylist()):
-        result = run_batch(stage, payload)
-        out["index"].append(index)
-        out["outputs"].append(result["outputs"])
-        out["errors"].append(result["errors"])
-    return out
+def _counter_class(ray):
+    @ray.remote(num_cpus=0)
+    class Loads:
+        """Counts stage set-ups (model loads) and when each worker became ready."""
+
+        def __init__(self):
+            self.ready: list[tuple[str, float]] = []
+
+        def loaded(self, worker: str, at: float) -> None:
+            self.ready.append((worker, at))
+
+        def summary(self) -> list[tuple[str, float]]:
+            return self.ready
+
+    return Loads
 
 
 class Executor(Base):
     name = "ray"
+    writes_shards = True
 
     def __init__(self, config):
         super().__init__(config)
-        self.cfg = config["ray"]
+        self.cfg: RayConfig = config["ray"]
+        self._facts: dict[str, Any] = {"engine": "ray"}
 
     @property
     def facts(self) -> dict[str, Any]:
-        return {"engine": "ray"}
+        return self._facts
+
+    def spec(self, stage: Stage) -> dict[str, float]:
+        return {"actors": 1, "num_cpus": 1, "num_gpus": 0, **self.cfg.stages.get(stage.name, {})}
 
     def prepare(self, stage: Stage) -> None:
-        """Start (or connect to) Ray; the stage itself is set up on the workers."""
+        """Start (or connect to) Ray and check that some node can host one worker of this stage."""
         import logging
 
         import ray
         from ray.data import DataContext
 
         if not ray.is_initialized():
-            address = self.cfg.address or os.environ.get("RAY_ADDRESS") or None
-            ray.init(address=address, num_cpus=None if address else (self.cfg.num_cpus or None),
+            # "local": start one here; None would join whatever cluster /tmp/ray last recorded.
+            address = self.cfg.address or os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, num_cpus=(self.cfg.num_cpus or None) if address == "local" else None,
                      include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset "execution finished" lines
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        ctx.wait_for_min_actors_s = max(1, int(self.cfg.start_timeout))  # the whole pool loads, then work flows
+        spec = self.spec(stage)
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        fits = sum(min(n.get("CPU", 0) // spec["num_cpus"] if spec["num_cpus"] else 1 << 30,
+                       n.get("GPU", 0) // spec["num_gpus"] if spec["num_gpus"] else 1 << 30) for n in nodes)
+        wanted = int(spec["actors"]) if stage.holds_model else 1
+        if fits < wanted:
+            offered = sorted((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes)
+            raise RuntimeError(f"the Ray cluster can host {int(fits)} of the {wanted} workers that ray.stages.{stage.name} asks "
+                               f"for (num_cpus={spec['num_cpus']}, num_gpus={spec['num_gpus']} each); its nodes offer "
+                               f"(CPU, GPU) {offered}")
 
-    def map(self, stage: Stage, batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[Any]]:
-        """Outputs for each batch, in order: dicts, or ItemErrors for items that failed."""
+    def slots(self, stage: Stage) -> int:
+        """How many jobs can run at once: the actors, or the cluster's CPUs over a task's num_cpus."""
         import ray
 
-        spec = {"actors": 1, "num_cpus": 1, "num_gpus": 0, **self.cfg.stages.get(stage.name, {})}
-        window: list[list[dict[str, Any]]] = []
-        for records in batches:
-            window.append(records)
-            if len(window) >= self.cfg.window:
-                yield from self._round(ray, stage, spec, window)
-                window = []
-        if window:
-            yield from self._round(ray, stage, spec, window)
-
-    def _round(self, ray, stage: Stage, spec, window) -> Iterator[list[Any]]:
-        rows = [{"index": i, "payload": to_ipc(records)} for i, records in enumerate(window)]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        resources = {"num_cpus": spec["num_cpus"], "num_gpus": spec["num_gpus"]}
-        args = {"cls": type(stage), "section": stage.config}
+        spec = self.spec(stage)
         if stage.holds_model:
-            ds = ds.map_batches(_StageActor, batch_size=1, batch_format="pyarrow", concurrency=int(spec["actors"]),
-                                fn_constructor_kwargs=args, **resources)
+            return int(spec["actors"])
+        return max(1, int(ray.cluster_resources().get("CPU", 1) / max(spec["num_cpus"], 0.01)))
+
+    def run_jobs(self, stage: Stage, jobs: list[dict], root: str) -> Iterator[dict]:
+        """Results as workers finish them (any order); ``facts`` is complete once this is exhausted."""
+        import ray
+
+        spec, self._facts = self.spec(stage), {"engine": "ray"}
+        counter = _counter_class(ray).remote()
+        cls = type(stage)
+        args = {"ref": f"{cls.__module__}:{cls.__qualname__}", "section": dataclasses.asdict(stage.config), "root": root,
+                "cache": dataclasses.asdict(self.config["cache"]), "counter": counter,
+                "threads": max(1, math.floor(spec["num_cpus"]))}
+        rows = [{"job": job["job"], "payload": json.dumps(job)} for job in jobs]
+        sent = sum(len(r["payload"]) for r in rows) + len(json.dumps({k: v for k, v in args.items() if k != "counter"}))
+        resources = {"num_cpus": spec["num_cpus"], "num_gpus": spec["num_gpus"]}
+        retries = self.cfg.retries
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")  # retries have no named parameter in 2.60
+        if stage.holds_model:
+            ds = ds.map_batches(_Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=int(spec["actors"])),
+                                fn_constructor_kwargs=args, max_restarts=retries, max_task_retries=retries, **resources)
         else:
-            ds = ds.map_batches(_task, batch_size=1, batch_format="pyarrow", fn_kwargs=args, **resources)
-        results = sorted(ds.take_all(), key=lambda r: r["index"])
-        for records, result in zip(window, results):
-            ok = iter(from_ipc(result["outputs"]))
-            errors = {int(k): v for k, v in json.loads(result["errors"]).items()}
-            outputs: list[Any] = []
-            for i in range(len(records)):
-                if i in errors:
-                    kind, message, permanent = errors[i]
-                    outputs.append(RemoteItemError(kind, message, permanent))
-                else:
-                    outputs.append(next(ok))
-            yield outputs
+            run = f"{os.getpid()}-{time.time_ns()}"
+            ds = ds.map_batches(_task, batch_size=1, fn_kwargs={**args, "run": run}, max_retries=retries, **resources)
+        started, received, results = time.time(), 0, []
+        for row in ds.iter_rows():
+            received += len(row["result"])
+            result = json.loads(row["result"])
+            results.append({k: result.get(k) for k in ("started", "finished", "shards", "errors", "worker")})
+            yield result
+        loads = ray.get(counter.summary.remote())
+        items = sum(len(batch) for job in jobs for batch in job["batches"])
+        self._facts = {"engine": "ray", **self._run_facts(stage, spec, loads, results, started),
+                      "driver_bytes_per_item": round((sent + received) / max(items, 1), 1)}
 
-
-class RemoteItemError(ItemError):
-    """An item error raised on a Ray worker, carried back by type name and message."""
-
-    def __init__(self, kind: str, message: str, permanent: bool):
-        super().__init__(message)
-        self._kind, self.permanent = kind, permanent
-
-    @property
-    def kind(self) -> str:
-        return self._kind
+    @staticmethod
+    def _run_facts(stage, spec, loads, results, started) -> dict[str, Any]:
+        """Workers and start-up; items/s once warm: from when every worker had finished its first job
+        (which pays one-off costs such as tracing a tf.function) to the last result."""
+        facts: dict[str, Any] = {"actors": int(spec["actors"]), "model_loads": len(loads)} if stage.holds_model \
+            else {"workers": len({w for w, _ in loads})}
+        done = [r for r in results if r.get("finished")]
+        facts["nodes"] = len({w.split(":")[0] for w, _ in loads})  # nodes the workers ran on
+        if not loads or not done:
+            return facts
+        # Ready: when the pool's first actors (a task stage's first worker) had loaded; restarts come later.
+        first = int(spec["actors"]) if stage.holds_model else 1
+        facts["startup_s"] = round(sorted(t for _, t in loads)[min(first, len(loads)) - 1] - started, 2)
+        first_done: dict[str, float] = {}
+        for r in done:
+            first_done[r["worker"]] = min(first_done.get(r["worker"], r["finished"]), r["finished"])
+        warm, end = max(first_done.values()), max(r["finished"] for r in done)
+        facts["warm_s"] = round(warm - started, 2)
+        items = 0.0
+        for r in done:  # the part of each job that ran after ``warm``, pro rata
+            overlap = r["finished"] - max(r["started"], warm)
+            if overlap > 0:
+                n = sum(len(s["keys"]) for s in r["shards"]) + len(r["errors"])
+                items += n * overlap / max(r["finished"] - r["started"], 1e-9)
+        if end > warm:
+            facts["items_per_s"] = round(items / (end - warm), 2)
+        return facts
