@@ -14,7 +14,8 @@ one core, as the local run does. Items/s are measured once warm: after the model
 when every actor of the pool had finished its first job to the last result. Start-up is reported apart:
 ``startup_s`` (model loaded / whole pool ready) and ``warm_s`` (through the first batch or job). Also
 reported: actors, model loads, payload bytes the driver sent plus received per item, the load average
-(the machine is shared), and what chaining a cleaning stage into its model stage could save at most (a
+(the machine is shared), how far the machine itself scales (the cnn forward pass alone, no Ray, in
+one process on one core, then in two processes on two cores), and what chaining a cleaning stage into its model stage could save at most (a
 worker's time reading the cleaned inputs from shards, per item, against the model stage's compute time).
 Writes bench/results/ray.json.
 """
@@ -149,6 +150,41 @@ def upstream_read_ms(workdir: Path, manifest: str, stage: str) -> float:
         return 1000 * (time.perf_counter() - started) / max(sum(len(b) for j in jobs for b in j["batches"]), 1)
 
 
+def raw_cnn(barrier: str, count: int) -> float:
+    """Images/s of the cnn stage's forward pass alone (no pipeline, no Ray) in this process, timed once
+    ``count`` such processes are warm: how far the machine itself scales from one core to two."""
+    import numpy as np
+
+    import stages  # noqa: F401
+    from pipeline.config import Config
+    from pipeline.stage import stage_class
+
+    config = Config.load(ROOT / "pipeline.toml", [s for s in SETTINGS if s != "--set"])
+    stage = stage_class("cnn")(config["cnn"])
+    stage.ensure_ready()
+    images = np.random.default_rng(0).integers(0, 256, (stage.batch_size, 224, 224, 3), dtype=np.uint8)
+    stage.features(images)  # traces the tf.function
+    Path(f"{barrier}.{os.getpid()}").touch()
+    while len(list(Path(barrier).parent.glob(Path(barrier).name + ".*"))) < count:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    for _ in range(6):
+        stage.features(images)
+    return 6 * len(images) / (time.perf_counter() - started)
+
+
+def raw_scaling(tmp: Path) -> dict[str, float]:
+    """The cnn forward pass in one process on core 0, then in two at once on cores 0 and 1."""
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    out = {}
+    for count in (1, 2):
+        barrier = str(tmp / f"barrier{count}")
+        procs = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-m", "bench.ray_scaling", "--raw", barrier,
+                                   str(count)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for core in range(count)]
+        out[f"{count}_core{'s' if count > 1 else ''}"] = round(sum(float(p.communicate()[0].split()[-1]) for p in procs), 2)
+    return out
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     """a / b; None when either is missing (too few jobs to measure after warm-up: raise BENCH_SCALE)."""
     return round(a / b, 2) if a and b else None
@@ -188,6 +224,8 @@ def main() -> int:
             print(f"local      {stage:<5} {local['items_per_s']:>7} items/s (model load {local['startup_s']} s, "
                   f"warm after {local['warm_s']} s)", flush=True)
         chaining = {stage: round(upstream_read_ms(base, manifests[stage], stage), 2) for stage in STAGES}
+        raw = raw_scaling(tmp)
+        print(f"cnn forward alone, no Ray: {raw['1_core']} images/s on one core, {raw['2_cores']} on two", flush=True)
         for nodes, name in ((1, "ray_1node"), (2, "ray_2nodes")):
             for stage, info in run_cluster(nodes, fresh(name), manifests).items():
                 row = results[stage]
@@ -216,7 +254,7 @@ def main() -> int:
               f"{compute_ms:.1f} ms/item (chaining saves at most {100 * row['chaining']['saving_at_most']:.1f}%)")
     out = {"items": {"bert": TEXTS_PER_ITEM * N, "cnn": N}, **where, "load_average": {"before": [round(x, 2) for x in load_before],
                                                                        "after": [round(x, 2) for x in os.getloadavg()]},
-           "stages": results}
+           "stages": results, "machine_cnn_forward_images_per_s": {**raw, "2_cores/1_core": ratio(raw["2_cores"], raw["1_core"])}}
     path = ROOT / "bench" / "results" / "ray.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
@@ -228,5 +266,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--local"]:
         sys.path.insert(0, str(ROOT))
         print(json.dumps(local_one(*sys.argv[2:5])))
+        sys.exit(0)
+    if sys.argv[1:2] == ["--raw"]:
+        sys.path.insert(0, str(ROOT))
+        print(raw_cnn(sys.argv[2], int(sys.argv[3])))
         sys.exit(0)
     sys.exit(main())

@@ -115,15 +115,18 @@ class ShardReader:
         return self.tables[name]
 
     def records(self, job: dict, batch: list[dict]) -> list[dict[str, Any]]:
-        if not job["source"].startswith(RAW_PREFIX):
-            out: list[dict[str, Any]] = []
-            for entry in batch:
-                name, checksum = job["shards"][entry["shard"]]
-                (record,) = decode_rows(self.table(name, checksum), [entry["row"]])
+        if job["source"].startswith(RAW_PREFIX):
+            return [{"id": e["id"], "text": e["text"], "path": e["path"]} for e in batch]
+        by_shard: dict[int, list[int]] = {}
+        for i, entry in enumerate(batch):
+            by_shard.setdefault(entry["shard"], []).append(i)
+        out: list[dict[str, Any]] = [{} for _ in batch]
+        for shard, positions in by_shard.items():  # one decode per shard, not per row
+            table = self.table(*job["shards"][shard])
+            for i, record in zip(positions, decode_rows(table, [batch[i]["row"] for i in positions])):
                 record.pop("key", None)
-                out.append({"id": entry["id"], **record})
-            return out
-        return [{"id": e["id"], "text": e["text"], "path": e["path"]} for e in batch]
+                out[i] = {"id": batch[i]["id"], **record}
+        return out
 
 
 class ShardWriter:

@@ -7,7 +7,9 @@ where each input lives, in JSON — a few hundred bytes per item) and streams th
 stages run as tasks whose worker processes keep their stage between tasks. Workers read their inputs,
 compute, write their shards to ``cache.root`` and return only shard names, checksums, keys and item
 errors, which the driver commits. Results are iterated as they stream in (Ray Data's backpressure
-bounds what is in flight), so the driver holds O(keys), never arrays.
+bounds what is in flight), so the driver holds O(keys), never arrays. The jobs enter as in-memory blocks
+(``from_items``): no read task needs a CPU, so an actor holding a one-CPU node's only CPU cannot starve
+its own input (as ``ray.data.range(n).map_batches(Actor, num_cpus=1)`` does on such a node).
 
 Lost workers: actors restart (``max_restarts``) and their jobs run again (``max_task_retries``), tasks
 retry (``max_retries``), all up to ``ray.retries``; the driver commits each job at most once. An actor
