@@ -9,7 +9,6 @@ this part alone.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,26 +40,13 @@ def _train(tmp: Path, n_items: int) -> tuple[Path, Path]:
 
 
 def _serve(manifest: Path, workdir: Path, *settings: str) -> tuple[subprocess.Popen, str]:
-    import httpx
+    from serving.launch import launch
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["serve", "-q", "-m", str(manifest), "-w", str(workdir), "--port", str(port)]
+    args = ["-q", "-m", str(manifest), "-w", str(workdir)]
     for setting in settings:
         args += ["--set", setting]
-    proc = _mmp(*args, background=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mmp serve did not become ready")
+    return launch(args, cwd=ROOT, env={"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                                       "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600, quiet=True)
 
 
 def _tickets(manifest: Path, n: int) -> list[dict]:
@@ -106,6 +92,8 @@ def _measure(url: str, tickets: list[dict]) -> dict:
 
 
 def bench_serve(tmp: Path, record) -> dict:
+    from serving.launch import stop
+
     manifest, workdir = _train(tmp, int(120 * SCALE))
     tickets = _tickets(manifest, int(64 * SCALE))
     figures: dict = {"tickets": len(tickets), "clients": CLIENTS}
@@ -114,8 +102,7 @@ def bench_serve(tmp: Path, record) -> dict:
         try:
             figures[name] = _measure(url, tickets)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop(proc, timeout=60)
     b, nb = figures["batching"], figures["no_batching"]
     ratio = b[f"rps_{CLIENTS}_clients"] / b["rps_1_client"]
     record(f"serve: {CLIENTS} concurrent clients / 1 client (req/s)", ratio, 2.0,

@@ -54,6 +54,22 @@ class BertConfig:
         return None
 
 
+def token_limit(max_length: int, model_config, tokenizer) -> int:
+    """``bert.max_length`` capped at what the model can embed: its position table (less the offset that
+    RoBERTa-style models start positions at) and the tokenizer's own limit when it states one. A longer
+    text is truncated there, as it is at ``max_length``, rather than failing in the model."""
+    limits = [max_length]
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = model_config.pad_token_id + 1 if "roberta" in str(getattr(model_config, "model_type", "")) and \
+            isinstance(getattr(model_config, "pad_token_id", None), int) else 0
+        limits.append(positions - offset)
+    stated = getattr(tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 2 <= stated < 1_000_000:  # unset limits are huge sentinels
+        limits.append(stated)
+    return max(2, min(limits))
+
+
 def resolve_model(spec: str) -> Path | str:
     """A local directory for a path or package:NAME/SUBDIR; the hub id itself otherwise."""
     if spec.startswith("package:"):
@@ -134,6 +150,7 @@ class Bert(Stage):
         self.tokenizer = AutoTokenizer.from_pretrained(where)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         self.model = AutoModel.from_pretrained(where, use_safetensors=True, dtype=dtype).to(self.device).eval()
+        self.max_tokens = token_limit(cfg.max_length, self.model.config, self.tokenizer)
         self.torch = torch
 
     def output_spec(self) -> dict[str, Field]:
@@ -149,13 +166,14 @@ class Bert(Stage):
         return {"bert": Field("float32", (int(hidden) if hidden else None,))}
 
     def describe_run(self) -> dict[str, Any]:
-        return {"model": self.config.model, "pooling": self.config.pooling,
-                "device": str(getattr(self, "device", self.config.device)), "dtype": self.config.dtype}
+        return {"model": self.config.model, "pooling": self.config.pooling, "dtype": self.config.dtype,
+                "device": str(getattr(self, "device", self.config.device)),
+                "max_tokens": getattr(self, "max_tokens", self.config.max_length)}
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, hidden) float32, in input order."""
         cfg, torch = self.config, self.torch
-        ids = self.tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if cfg.bucketing else list(range(len(ids)))
         out = np.zeros((len(ids), self.model.config.hidden_size), dtype=np.float32)
         pad = self.tokenizer.pad_token_id or 0

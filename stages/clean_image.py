@@ -61,6 +61,11 @@ def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     size = cfg.size
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < cfg.max_pixels:
+        # Pillow's own bomb check (warning past its limit, error past twice that) runs inside ``open``,
+        # before ours: raise it to our cap so that a larger clean_image.max_pixels takes effect. Only
+        # ever raised, so a process with several configs keeps the smallest check that admits each.
+        Image.MAX_IMAGE_PIXELS = cfg.max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

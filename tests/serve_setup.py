@@ -4,9 +4,7 @@ app under TestClient, and a real uvicorn process (``mmp serve``) on a free 127.0
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,46 +73,13 @@ def ticket(served: Served, n: int, text: str | None = None) -> dict:
             "audio": (f"{n}.wav", (served.root / "aud" / f"{n}.wav").read_bytes(), "audio/wav")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(served: Served, *settings: str, token: str = "") -> tuple[subprocess.Popen, str]:
-    """``mmp serve`` in its own process on a free port; returns once /readyz answers 200."""
-    import httpx
+    """``mmp serve`` in its own process on a free port (``serving.launch``); returns once /readyz answers 200."""
+    from serving.launch import launch
 
-    port = free_port()
-    args = [sys.executable, "-m", "pipeline", "serve", "--model", str(served.model), "-w", str(served.workdir),
-            "--port", str(port), "-q"]
+    args = ["--model", str(served.model), "-w", str(served.workdir), "-q"]
     for m in served.manifests:
         args += ["-m", m]
     for s in settings:
         args += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "MMP_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mmp serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", headers=headers, timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("mmp serve did not become ready in time")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return launch(args, token=token, cwd=ROOT, env={"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})

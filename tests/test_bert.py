@@ -73,3 +73,22 @@ def test_packaged_minilm_is_a_real_model():
     paraphrase, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
     assert v.shape == (3, 384)
     assert paraphrase > 0.6 and unrelated < 0.4 and paraphrase - unrelated > 0.3
+
+
+def test_max_length_beyond_the_models_positions_truncates_at_the_model(tmp_path):
+    """bert.max_length = 512 on a model with 128 positions: a long text is cut at 128 tokens (the same
+    vector as max_length = 128), not failed as an unexpected error."""
+    from tiny_models import shared_tiny_bert
+
+    folder = shared_tiny_bert()
+    long_text = "login password cannot app crash refund payment " * 100  # ~700 tokens
+    at_model = Bert(BertConfig(model=str(folder), max_length=128))
+    beyond = Bert(BertConfig(model=str(folder), max_length=512))
+    for stage in (at_model, beyond):
+        stage.ensure_ready()
+    assert beyond.describe_run()["max_tokens"] == 128
+    got = beyond.process([{"text": long_text}, {"text": "the app crash"}])
+    want = at_model.process([{"text": long_text}, {"text": "the app crash"}])
+    for g, w in zip(got, want):
+        assert np.isfinite(g["bert"]).all() and np.abs(g["bert"] - w["bert"]).max() <= 1e-6
+    assert np.abs(want[0]["bert"] - direct(folder, [long_text], max_length=128)[0]).max() <= 1e-5

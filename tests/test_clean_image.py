@@ -127,6 +127,9 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
     with pytest.raises(ImageDecodeError, match="cannot be decoded"):  # under the cap, the same file fails to decode
         clean_image(data, CleanImageConfig(size=32, max_pixels=20_000_000))
     assert decoded == [1]
+    big = bomb_png(10000, 10000)  # 100 M pixels claimed: over Pillow's default limit (89 M), under this cap
+    with pytest.raises(ImageDecodeError, match="cannot be decoded"):
+        clean_image(big, CleanImageConfig(size=32, max_pixels=150_000_000))
     img = Image.new("1", (12000, 12000))  # 144 M pixels: over Pillow's own bomb limit too
     with pytest.raises(DecompressionBomb, match="pixels"):
         clean_image(encode(img), CleanImageConfig(size=32, max_pixels=50_000_000))

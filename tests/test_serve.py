@@ -242,3 +242,19 @@ def test_batcher_groups_and_refuses_beyond_its_queue():
 
     assert asyncio.run(scenario()) == [0, 10, 20, 30, 40]
     assert seen == [1, 3, 1]
+
+
+def test_launch_names_a_server_that_exits_before_it_is_ready(tmp_path):
+    """serving.launch (what the browser/load tests and the serve bench start servers with): a server that
+    cannot start is an error naming its exit status, not a wait until the timeout."""
+    import time
+    from pathlib import Path
+
+    from serving.launch import launch
+
+    REPO = Path(__file__).resolve().parent.parent
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"mmp serve exited with 2 before it was ready"):
+        launch(["--model", str(tmp_path / "no-such-model"), "-w", str(tmp_path / "w"), "-m", str(tmp_path / "none.csv")],
+               cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout=120, quiet=True)
+    assert time.monotonic() - started < 60

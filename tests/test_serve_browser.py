@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_setup import served_model, start_server, stop_server
+from serve_setup import served_model, start_server
+from serving.launch import stop
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -57,7 +58,7 @@ def test_page_predicts_and_shows_similar_tickets(tmp_path_factory):
         shot = tmp_path_factory.mktemp("browser") / "serve.png"
         shown = submit_ticket(url, "message number 4 & bold", served.root / "img" / "4.png", served.root / "aud" / "4.wav", shot)
     finally:
-        stop_server(proc)
+        stop(proc)
     print(f"\nbrowser: page screenshot saved to {shot}")
     assert shown["failure_hidden"]
     assert shown["predicted"] in ("a", "b")

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bad_inputs import _wav, bomb_png, tone
-from serve_setup import served_model, start_server, stop_server, ticket
+from serve_setup import served_model, start_server, ticket
+from serving.launch import stop
 
 pytestmark = pytest.mark.load
 REQUESTS, CLIENTS = 300, 16
@@ -62,7 +63,7 @@ def test_bounded_load_mixed_good_and_bad(tmp_path_factory):
         after = rss_mb(proc.pid)
         assert proc.poll() is None, "the server died under load"
     finally:
-        stop_server(proc)
+        stop(proc)
     statuses: dict[str, dict[int, int]] = {}
     for name, status, _ in answers:
         statuses.setdefault(name, {}).setdefault(status, 0)
