@@ -143,6 +143,28 @@ def test_ray_settings_are_checked():
     assert Config.load(None, ["ray.stages.cnn.num_cpus=0.5"])["ray"].stages["cnn"]["num_cpus"] == 0.5
 
 
+def test_a_cluster_refusing_the_driver_is_an_error_with_the_token_hint(monkeypatch):
+    """`ray start --head` clusters use token authentication: a driver without RAY_AUTH_MODE=token cannot
+    connect, and Ray only says "Failed to connect"; the executor adds what to set."""
+    import ray
+
+    from pipeline.config import Config
+    from pipeline.executors.ray import Executor
+
+    def refuse(address, **_):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    remote = Executor(Config.load(None, ['ray.address="10.0.0.9:6379"']))
+    with pytest.raises(ConnectionError, match=r"at 10.0.0.9:6379\. If the cluster was started with `ray start`.*RAY_AUTH_MODE=token"):
+        remote.prepare(None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: Ray's own message alone
+    with pytest.raises(ConnectionError, match=r"^Failed to connect to Ray cluster at 10.0.0.9:6379$"):
+        remote.prepare(None)
+
+
 def test_worker_shards_describe_themselves_and_outputs_are_checked(tmp_path, monkeypatch):
     from pipeline.cli import main
     from stages.mfcc import Mfcc

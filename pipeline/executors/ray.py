@@ -32,6 +32,11 @@ from ..stage import Stage
 from . import Executor as Base
 
 
+# `ray start --head` turns token authentication on (Ray 2.60 does); a driver without it cannot connect.
+AUTH_HINT = ("If the cluster was started with `ray start` (token authentication on by default), set RAY_AUTH_MODE=token "
+             "and make its token available (~/.ray/auth_token from the head, or RAY_AUTH_TOKEN)")
+
+
 class _Worker:
     """The stage inside one Ray worker process, set up once; jobs in, JSON results out."""
 
@@ -123,8 +128,12 @@ class Executor(Base):
         if not ray.is_initialized():
             # "local": start one here; None would join whatever cluster /tmp/ray last recorded.
             address = self.cfg.address or os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, num_cpus=(self.cfg.num_cpus or None) if address == "local" else None,
-                     include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+            try:
+                ray.init(address=address, num_cpus=(self.cfg.num_cpus or None) if address == "local" else None,
+                         include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+            except ConnectionError as exc:
+                raise ConnectionError(f"{exc}. {AUTH_HINT}" if address != "local" and not os.environ.get("RAY_AUTH_MODE")
+                                      else str(exc)) from None
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset "execution finished" lines
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
