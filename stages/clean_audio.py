@@ -1,4 +1,5 @@
-"""clean_audio: WAV/FLAC/OGG/MP3 (and what audioread decodes) -> mono float32 at a fixed rate/length.
+"""clean_audio: WAV/FLAC/OGG/MP3 (libsndfile), M4A/AAC, WebM/Opus, AMR and more (FFmpeg via PyAV) -> mono
+float32 at a fixed rate/length.
 
 Duration is read from the header first (over ``max_input_seconds`` is refused before decoding),
 channels are averaged to mono, NaN/inf samples are a named error, the signal is resampled (soxr),
@@ -70,36 +71,56 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     return _decode_other(data, max_seconds, reason)
 
 
+# FFmpeg demuxers taken as media (its probing also "recognises" text as `tty`, a JPEG as `image2`, etc.).
+CONTAINERS = {"mov", "mp4", "m4a", "3gp", "matroska", "webm", "ogg", "amr", "amrnb", "amrwb", "aac", "mp3", "wav", "w64",
+              "flac", "aiff", "caf", "asf", "avi"}
+
+
 def _decode_other(data: bytes, max_seconds: float, reason: str) -> tuple[np.ndarray, int]:
-    """Formats libsndfile does not read (``reason``: its error), through audioread (ffmpeg/gstreamer
-    where installed)."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:  # audioread's backends want a file name
-        tmp.write(data)
-        tmp.flush()
-        return _audioread(tmp.name, max_seconds, reason)
-
-
-def _audioread(path: str, max_seconds: float, reason: str) -> tuple[np.ndarray, int]:
-    import audioread
+    """Formats libsndfile does not read (``reason``: its error) — M4A/AAC voice memos, WebM/Opus browser
+    recordings, AMR, video containers with a sound track — through FFmpeg as PyAV bundles it. The
+    duration is checked from the container before decoding, and again while decoding (a header can lie)."""
+    import av
 
     try:
-        with audioread.audio_open(path) as f:
-            if f.duration and f.duration > max_seconds:
-                raise InputTooLarge(f"audio is {f.duration:.0f} s long, over clean_audio.max_input_seconds = {max_seconds:g}")
-            sr, channels = f.samplerate, f.channels
-            buf = io.BytesIO()
-            for block in f:
-                buf.write(block)
-    except audioread.NoBackendError:
-        raise AudioDecodeError(f"not a readable audio file (libsndfile: {reason}; no other decoder can read it)") from None
-    except (audioread.DecodeError, OSError, EOFError) as exc:
-        raise AudioDecodeError(f"audio cannot be decoded: {exc}") from None
-    samples = np.frombuffer(buf.getvalue(), dtype="<i2").astype(np.float32) / 32768.0
-    if samples.size == 0:
-        raise EmptyAudio("audio holds no samples")
-    return samples[: samples.size // channels * channels].reshape(-1, channels), sr
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError, EOFError) as exc:
+        raise AudioDecodeError(f"not a readable audio file (libsndfile: {reason}; FFmpeg: {_ffmpeg_reason(exc)})") from None
+    with container:
+        if not set(container.format.name.split(",")) & CONTAINERS:
+            raise AudioDecodeError(f"not a readable audio file (libsndfile: {reason}; FFmpeg guessed "
+                                   f"'{container.format.name}', not an audio or video container)")
+        streams = container.streams.audio
+        if not streams:
+            raise AudioDecodeError(f"the file holds no audio stream ({container.format.name}: "
+                                   f"{', '.join(s.type for s in container.streams) or 'no streams'})")
+        stream = streams[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+            (container.duration / 1e6 if container.duration else 0.0)
+        if declared > max_seconds:
+            raise InputTooLarge(f"audio is {declared:.0f} s long, over clean_audio.max_input_seconds = {max_seconds:g}")
+        rate = stream.codec_context.sample_rate or stream.sample_rate
+        to_float = av.AudioResampler(format="fltp", rate=rate)  # planar float32, channels kept, no rate change
+        blocks, frames = [], 0
+        try:
+            for frame in container.decode(stream):
+                for out in to_float.resample(frame):
+                    blocks.append(out.to_ndarray())
+                    frames += blocks[-1].shape[1]
+                if rate and frames > max_seconds * rate:
+                    raise InputTooLarge(f"audio runs past clean_audio.max_input_seconds = {max_seconds:g} s while decoding "
+                                        f"(its header said {declared:.0f} s)")
+            for out in to_float.resample(None):  # flush
+                blocks.append(out.to_ndarray())
+        except (av.FFmpegError, ValueError, EOFError) as exc:
+            raise AudioDecodeError(f"audio cannot be decoded ({stream.codec_context.name}): {_ffmpeg_reason(exc)}") from None
+    if not blocks or not rate or sum(b.shape[1] for b in blocks) == 0:
+        raise EmptyAudio(f"audio holds no samples ({container.format.name}, {stream.codec_context.name})")
+    return np.concatenate(blocks, axis=1).T.astype(np.float32, copy=False), int(rate)
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    return str(getattr(exc, "strerror", None) or exc).rstrip(".")
 
 
 def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:

@@ -73,6 +73,24 @@ def test_one_failed_modality_leaves_a_200_with_the_failure_listed(client):
     assert 'mmp_errors_total{endpoint="/v1/predict",error="ImageDecodeError"}' in metrics
 
 
+@pytest.mark.parametrize("name,container,codec,rate,mime", [("memo.m4a", "mp4", "aac", 44100, "audio/mp4"),
+                                                           ("note.webm", "webm", "libopus", 48000, "audio/webm")])
+def test_phone_and_browser_voice_notes_are_used(client, name, container, codec, rate, mime):
+    """An iPhone voice memo (M4A/AAC) and a browser recording (WebM/Opus) are decoded by the stage's own
+    code (FFmpeg through PyAV): the audio modality counts, and equals the same sound sent as WAV to 0.05."""
+    from test_clean_audio_ffmpeg import encode
+
+    def ask(audio):
+        r = client.post("/v1/predict", files={"text": (None, "voice note attached"), "audio": audio})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    body = ask((name, encode(container, codec, rate, 0.6, freq=330.0), mime))
+    assert body["missing_modalities"] == ["image"] and not body["errors"]  # no screenshot was sent
+    wav = ask(("same.wav", _wav(tone(rate, 0.6), rate, "PCM_16"), "audio/wav"))
+    assert max(abs(body["probabilities"][k] - wav["probabilities"][k]) for k in wav["probabilities"]) < 0.05
+
+
 def test_oversized_wrong_type_and_malformed_requests(client):
     big = {"image": ("big.png", b"\x89PNG" + os.urandom(1_100_000), "image/png")}
     r = client.post("/v1/predict", files=big)
