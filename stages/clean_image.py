@@ -57,9 +57,23 @@ def _to_rgb(img, background: tuple[int, int, int]):
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+# ISO-BMFF brands of HEIF/HEIC stills (iPhone photos): read through pillow-heif's libheif opener.
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _open_heif_too(data: bytes) -> None:
+    """Register pillow-heif's opener with Pillow the first time a HEIF file comes by (importing it costs
+    time that no other image should pay)."""
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+
+
 def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    _open_heif_too(data)
     size = cfg.size
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < cfg.max_pixels:
         # Pillow's own bomb check (warning past its limit, error past twice that) runs inside ``open``,

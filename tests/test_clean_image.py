@@ -139,3 +139,30 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
 def test_corrupt_is_named_error(data):
     with pytest.raises(ImageDecodeError):
         clean_image(data, CFG)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF", "TIFF", "BMP"])
+def test_other_common_formats(fmt):
+    img = Image.new("RGB", (64, 48), (10, 200, 30))
+    out = clean_image(encode(img, fmt, **({"quality": 95} if fmt in ("WEBP", "AVIF") else {})), CFG)
+    check(out)
+    assert np.abs(out.reshape(-1, 3).mean(0) - (10, 200, 30)).max() < 8  # lossy codecs round a little
+
+
+def test_heic_photos_are_read_through_libheif():
+    """An iPhone photo (HEIC: HEVC in an ISO-BMFF box), made here with pillow-heif's encoder: cleaned like
+    any other image; one cut short is a named error."""
+    import pillow_heif
+
+    img = Image.new("RGB", (96, 64), (220, 20, 20))
+    img.paste((20, 20, 220), (48, 0, 96, 64))  # left half red, right half blue
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, quality=95)
+    data = buf.getvalue()
+    assert data[4:12] == b"ftypheic"
+    out = clean_image(data, CFG)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    left, right = out[:, :8].reshape(-1, 3).mean(0), out[:, -8:].reshape(-1, 3).mean(0)
+    assert left[0] > 180 > left[2] and right[2] > 180 > right[0]
+    with pytest.raises(ImageDecodeError):
+        clean_image(data[: len(data) // 2], CFG)
