@@ -108,8 +108,9 @@ def _decode_other(data: bytes, max_seconds: float, reason: str) -> tuple[np.ndar
                     blocks.append(out.to_ndarray())
                     frames += blocks[-1].shape[1]
                 if rate and frames > max_seconds * rate:
+                    said = f"its header said {declared:.0f} s" if declared else "its header gave no duration"
                     raise InputTooLarge(f"audio runs past clean_audio.max_input_seconds = {max_seconds:g} s while decoding "
-                                        f"(its header said {declared:.0f} s)")
+                                        f"({said})")
             for out in to_float.resample(None):  # flush
                 blocks.append(out.to_ndarray())
         except (av.FFmpegError, ValueError, EOFError) as exc:

@@ -13,11 +13,26 @@ from stages.clean_audio import CleanAudio, CleanAudioConfig, decode
 CFG = CleanAudioConfig(sample_rate=16000, duration=1.0, trim_db=0)
 
 
+class Pipe:
+    """A write-only sink, as a browser's MediaRecorder stream is: the muxer cannot go back to write the
+    duration."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+
 def encode(container: str, codec: str, rate: int, seconds: float, freq: float = 1000.0, channels: int = 1,
-           video: bool = False, audio: bool = True) -> bytes:
+           video: bool = False, audio: bool = True, streamed: bool = False) -> bytes:
     import av
 
-    buf = io.BytesIO()
+    buf = Pipe() if streamed else io.BytesIO()
     with av.open(buf, mode="w", format=container) as out:
         vstream = out.add_stream("mpeg4", rate=10) if video else None  # every stream before the first packet
         stream = out.add_stream(codec, rate=rate, layout="mono" if channels == 1 else "stereo") if audio else None
@@ -66,6 +81,11 @@ def test_duration_is_checked_before_decoding_and_while_decoding():
         decode(data, max_seconds=2)
     samples, rate = decode(data, max_seconds=10)
     assert rate == 16000 and samples.shape[1] == 1 and 2.9 * 16000 <= samples.shape[0] <= 3.2 * 16000
+    streamed = encode("webm", "libopus", 48000, 3.0, streamed=True)  # no duration anywhere in the file
+    with pytest.raises(InputTooLarge, match=r"runs past clean_audio.max_input_seconds = 2 s while decoding \(its header "
+                                            r"gave no duration\)"):
+        decode(streamed, max_seconds=2)
+    assert decode(streamed, max_seconds=10)[0].shape == (144000, 1)
 
 
 def test_broken_and_soundless_files_are_named_errors():
