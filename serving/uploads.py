@@ -20,7 +20,8 @@ from .errors import BadRequest, UnsupportedMediaType, UploadTooLarge
 
 MEDIA_FIELDS = ("text", "image", "audio")
 # Content types accepted per file field; application/octet-stream (unknown) is always accepted.
-ACCEPTED = {"text": ("text/",), "image": ("image/",), "audio": ("audio/", "video/ogg", "video/webm")}
+# A video's sound track counts as audio (a phone video, a screen recording with speech).
+ACCEPTED = {"text": ("text/",), "image": ("image/",), "audio": ("audio/", "video/", "application/ogg")}
 MAX_PARTS = 8
 MAX_PARAM_BYTES = 1000  # small form fields such as k and modality
 

@@ -74,10 +74,13 @@ def test_one_failed_modality_leaves_a_200_with_the_failure_listed(client):
 
 
 @pytest.mark.parametrize("name,container,codec,rate,mime", [("memo.m4a", "mp4", "aac", 44100, "audio/mp4"),
-                                                           ("note.webm", "webm", "libopus", 48000, "audio/webm")])
+                                                           ("note.webm", "webm", "libopus", 48000, "audio/webm"),
+                                                           ("clip.mp4", "mp4", "aac", 48000, "video/mp4"),
+                                                           ("memo.m4a", "mp4", "aac", 16000, "application/octet-stream")])
 def test_phone_and_browser_voice_notes_are_used(client, name, container, codec, rate, mime):
-    """An iPhone voice memo (M4A/AAC) and a browser recording (WebM/Opus) are decoded by the stage's own
-    code (FFmpeg through PyAV): the audio modality counts, and equals the same sound sent as WAV to 0.05."""
+    """An iPhone voice memo (M4A/AAC), a browser recording (WebM/Opus), a phone video's sound track, and an
+    M4A as curl sends it (octet-stream) are decoded by the stage's own code (FFmpeg through PyAV): the
+    audio modality counts, and equals the same sound sent as WAV to 0.05."""
     from test_clean_audio_ffmpeg import encode
 
     def ask(audio):
