@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +29,18 @@ def canonical_json(obj: Any) -> str:
 
 def digest_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def digest_lines(lines: Iterable[str], chunk: int = 8192) -> str:
+    """``digest_bytes("\\n".join(lines).encode())``, joined and hashed ``chunk`` lines at a time, so hashing
+    hundreds of thousands of keys never holds them all as one string (and its bytes) in memory."""
+    h, it, first = xxhash.xxh3_128(), iter(lines), True
+    while block := list(islice(it, chunk)):
+        if not first:
+            h.update(b"\n")
+        h.update("\n".join(block).encode())
+        first = False
+    return h.hexdigest()
 
 
 def digest_obj(obj: Any) -> str:

@@ -16,7 +16,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from . import fs
 from .errors import ManifestError
@@ -24,11 +24,13 @@ from .gcpause import without_gc
 from .paths import resolve_path  # noqa: F401  (re-exported: path confinement for manifest items)
 
 SPLITS = ("train", "val", "test", "")
+SPLIT_NAMES = {s: s for s in SPLITS}  # one string per split, shared by all items (not one per row)
 MODALITY_COLUMNS = ("text", "text_path", "image", "audio")
 KNOWN = ("id", "split", "label") + MODALITY_COLUMNS
 MAX_LISTED = 20
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "'|'"}
 MAX_CELL = 2**31 - 1  # the csv module's default cell limit is 131,072 characters
+READ_ERRORS = (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def _delimiter(header: str) -> str:
     return max(DELIMITERS, key=score)  # max keeps the first of equals: comma
 
 
-def _csv_rows(path: str, f) -> tuple[list[str], list[list[str]]]:
+def _csv_rows(path: str, f) -> tuple[list[str], Iterator[list[str]]]:
+    """(columns, the rows: read as they are consumed)."""
     # A cell may be any size (a long e-mail pasted inline): the stages cap or refuse it per item.
     csv.field_size_limit(MAX_CELL)
     header = f.readline()
@@ -123,17 +126,20 @@ def _csv_rows(path: str, f) -> tuple[list[str], list[list[str]]]:
             f"{DELIMITERS[delimiter]}, the delimiter matching the most known column names; comma, semicolon, tab "
             "and | are recognised)"
         )
-    width, rows = len(columns), []
-    for values in reader:
-        if len(values) != width:
-            if not values:
-                continue  # a blank line
-            if len(values) > width:
-                raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has "
-                                    f"(delimiter: {DELIMITERS[delimiter]})")
-            values += [""] * (width - len(values))
-        rows.append(values)
-    return columns, rows
+
+    def rows() -> Iterator[list[str]]:
+        width = len(columns)
+        for values in reader:
+            if len(values) != width:
+                if not values:
+                    continue  # a blank line
+                if len(values) > width:
+                    raise ManifestError(f"{path}:{reader.line_num}: more fields than the header has "
+                                        f"(delimiter: {DELIMITERS[delimiter]})")
+                values += [""] * (width - len(values))
+            yield values
+
+    return columns, rows()
 
 
 def _jsonl_rows(path: str, f) -> tuple[list[str], list[list[str]], list[dict[str, str]]]:
@@ -148,15 +154,35 @@ def _jsonl_rows(path: str, f) -> tuple[list[str], list[list[str]], list[dict[str
     return columns, [[obj.get(c, "") for c in columns] for obj in objects], objects
 
 
-def _rows(path: str) -> tuple[list[str], list[list[str]], list[dict[str, str]] | None]:
-    """(columns, rows as lists in column order, and for JSONL each row's own fields)."""
+def _rows(path: str) -> tuple[list[str], Iterator[list[str]], list[dict[str, str]] | None]:
+    """(columns, rows as lists in column order, and for JSONL each row's own fields). CSV rows are read as
+    they are consumed (a large manifest is never held twice), and the file is closed when they are."""
     try:
-        with _text(path) as f:
+        f = _text(path)
+        try:
             if path.endswith(".jsonl"):
-                return _jsonl_rows(path, f)
-            return (*_csv_rows(path, f), None)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+                with f:
+                    columns, rows, objects = _jsonl_rows(path, f)
+                return columns, iter(rows), objects
+            columns, rows = _csv_rows(path, f)
+        except BaseException:
+            f.close()
+            raise
+    except READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    return columns, _closing(path, f, rows), None
+
+
+def _closing(path: str, f, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    with f:
+        try:
+            yield from rows
+        except READ_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str, exc: Exception) -> ManifestError:
+    return ManifestError(f"cannot read manifest {path}: {exc}")
 
 
 @without_gc
@@ -166,9 +192,14 @@ def load(spec: str | list[str], data_root: str = "") -> list[Item]:
     problems: list[str] = []
     for path in manifest_files(spec):
         columns, rows, objects = _rows(path)
-        if rows and "id" not in columns:
+        first = next(rows, None)
+        if first is None:
+            continue  # a header only
+        if "id" not in columns:
             raise ManifestError(f"{path}: missing required column 'id' (has: {', '.join(sorted(columns))})")
-        if rows and not set(columns) & set(MODALITY_COLUMNS):
+        if not set(columns) & set(MODALITY_COLUMNS):
+            for _ in rows:  # a malformed row further down is reported first, as ever
+                pass
             raise ManifestError(f"{path}: no modality column; expected at least one of {', '.join(MODALITY_COLUMNS)}")
         base = _parent(path)
         root = (data_root.rstrip("/") if fs.is_uri(data_root) else str(Path(data_root).resolve())) if data_root else base
@@ -177,18 +208,19 @@ def load(spec: str | list[str], data_root: str = "") -> list[Item]:
         # Where each known column is; a missing one points just past the row, at the "" appended below.
         at = {c: columns.index(c) if c in columns else len(columns) for c in KNOWN}
         i_id, i_split, i_label, i_text, i_path, i_image, i_audio = (at[c] for c in KNOWN)
-        for n, values in enumerate(rows, start=first_row):
+        for n, values in enumerate(itertools.chain([first], rows), start=first_row):
             values.append("")
             item_id, split = values[i_id].strip(), values[i_split].strip().lower()
             text, text_path = values[i_text], values[i_path].strip()
-            if not item_id or item_id in seen or split not in SPLITS or (text and text_path):
+            known_split = SPLIT_NAMES.get(split)
+            if not item_id or item_id in seen or known_split is None or (text and text_path):
                 problems.append(_problem(f"{path}:{n}", item_id, split, text, text_path, seen))
                 continue
             if objects is not None:
                 meta = {k: v for k, v in objects[n - first_row].items() if k not in KNOWN}
             else:
                 meta = {c: values[i] for c, i in extra} if extra else {}
-            item = Item(item_id, split, values[i_label].strip(), f"{path}:{n}", base, root, text, text_path,
+            item = Item(item_id, known_split, values[i_label].strip(), f"{path}:{n}", base, root, text, text_path,
                         values[i_image].strip(), values[i_audio].strip(), meta)
             seen[item_id] = item
             items.append(item)

@@ -46,12 +46,13 @@ class PathResolver:
         if where is not None and name not in ("", ".", ".."):  # the common case, kept short: a file in a known folder
             if not where[1]:
                 raise PathEscapesRoot(f"path {raw!r} points outside the data root {root}")
+            path = where[2] + os.sep + name
             try:
-                st = os.lstat(where[2] + os.sep + name)
+                st = os.lstat(path)
             except OSError:
                 st = None
             if st is not None and where[3] and stat_mode.S_ISREG(st.st_mode) and st.st_size <= self.max_bytes:
-                return where[2] + os.sep + name, st.st_size, st.st_mtime_ns
+                return path, st.st_size, st.st_mtime_ns
         return self._resolve(base, root, raw, directory, name)
 
     def _resolve(self, base: str, root: str, raw: str, directory: str, name: str) -> tuple[str, int, str | int]:

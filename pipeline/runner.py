@@ -90,7 +90,8 @@ class Workspace:
                 plan = plan_stage(stage, items, available, digests, applies, unresolved, self.raw)
                 yield plan
             done = self.store.committed(name)
-            applies[name] = set(plan.keys) | {item.id for item, _ in plan.input_errors}
+            applies[name] = set(plan.keys)
+            applies[name].update(item.id for item, _ in plan.input_errors)  # (no copy of a 50,000-id set)
             everything = plan.payload.keys() <= done.keys() if not stage.dataset_level else False
             available[name] = plan.keys if everything else {i: k for i, k in plan.keys.items() if k in done}
             if dry:

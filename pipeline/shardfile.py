@@ -13,8 +13,6 @@ import io
 import json
 from typing import Any, Iterable
 
-import numpy as np
-
 FORMAT = "mmpipe-shard/1"
 META_KEY = b"mmpipe"
 SHAPE = ".shape"
@@ -22,6 +20,7 @@ SHAPE = ".shape"
 
 def encode(records: list[dict[str, Any]]):
     """Records (dicts of field -> ndarray | str | number) -> an Arrow table."""
+    import numpy as np
     import pyarrow as pa
 
     columns: dict[str, Any] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
-from .keys import digest_bytes
+from .keys import digest_lines
 from .plan import StagePlan
 from .store import Store
 
@@ -107,7 +108,7 @@ def record_plan(store: Store, plan: StagePlan, stats: dict[str, Any], before: se
     stage = plan.stage
     config = f"{stage.digest()}|{stage.config_digest()}"
     # ids, keys and inputs in one order (dicts keep insertion order; upstream is filled with keys)
-    digest = digest_bytes("\n".join([config, *plan.keys, *plan.keys.values(), *plan.upstream.values()]).encode())
+    digest = digest_lines(chain([config], plan.keys, plan.keys.values(), plan.upstream.values()))
     if store.plan_state(stage.name) == (digest, 0):
         return
     latest = store.latest(stage.name)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
 from pipeline.fs import package_folder
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WEIGHT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                 "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model")
@@ -172,6 +173,8 @@ class Bert(Stage):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, hidden) float32, in input order."""
+        import numpy as np
+
         cfg, torch = self.config, self.torch
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if cfg.bucketing else list(range(len(ids)))

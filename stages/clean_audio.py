@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pipeline.config import execution_only
 from pipeline.errors import AudioDecodeError, EmptyAudio, InputTooLarge, InvalidSamples, SilentAudio
 from pipeline.fs import read_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -81,6 +83,7 @@ def _decode_other(data: bytes, max_seconds: float, reason: str) -> tuple[np.ndar
     recordings, AMR, video containers with a sound track — through FFmpeg as PyAV bundles it. The
     duration is checked from the container before decoding, and again while decoding (a header can lie)."""
     import av
+    import numpy as np
 
     try:
         container = av.open(io.BytesIO(data), mode="r")
@@ -125,6 +128,8 @@ def _ffmpeg_reason(exc: Exception) -> str:
 
 
 def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
+    import numpy as np
+
     if data.size == 0:
         raise EmptyAudio("audio holds no samples")
     if not np.isfinite(data).all():
@@ -154,6 +159,8 @@ def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
 
 def _trim(x: np.ndarray, top_db: float, peak: float) -> np.ndarray:
     """Cut leading/trailing samples more than top_db below the signal's peak."""
+    import numpy as np
+
     loud = np.flatnonzero(np.abs(x) >= peak * 10 ** (-top_db / 20))
     return x[loud[0] : loud[-1] + 1] if loud.size else x
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pipeline.config import execution_only
 from pipeline.errors import DecompressionBomb, ImageDecodeError, InputTooLarge
 from pipeline.fs import read_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -39,6 +41,7 @@ class CleanImageConfig:
 
 
 def _to_rgb(img, background: tuple[int, int, int]):
+    import numpy as np
     from PIL import Image
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -71,6 +74,7 @@ def _open_heif_too(data: bytes) -> None:
 
 
 def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
+    import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _open_heif_too(data)

@@ -23,9 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
@@ -33,6 +31,9 @@ from pipeline.fs import package_folder
 from pipeline.keys import digest_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LITE0 = "EfficientNetLite0"
 KERAS_BACKBONES = {  # name: (keras.applications attribute, module with preprocess_input)
@@ -92,9 +93,10 @@ def pytorch_file(weights: str) -> Path:
 
 
 def converter_digest() -> str:
-    from . import efficientnet_lite
+    """The digest of the converter's source, found without importing it (planning imports no numpy)."""
+    from importlib.util import find_spec
 
-    return digest_bytes(Path(efficientnet_lite.__file__).read_bytes())
+    return digest_bytes(Path(find_spec(f"{__package__}.efficientnet_lite").origin).read_bytes())
 
 
 def weights_label(cfg: CnnConfig) -> str:
@@ -227,6 +229,8 @@ class Cnn(Stage):
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(n, H, W, 3) uint8 -> (n, dim) float32, batch by batch with a fixed batch shape."""
+        import numpy as np
+
         n, size = images.shape[0], images.shape[1]
         fn = self._fn(size)
         out = []
@@ -239,6 +243,8 @@ class Cnn(Stage):
         return np.concatenate(out).astype(np.float32)
 
     def process(self, batch: list[dict]) -> list[dict]:
+        import numpy as np
+
         out: list = [None] * len(batch)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(batch):

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters): EfficientNet-B0's blocks, which
 # Lite0 keeps (width and depth multipliers 1.0; stem 32 and head 1280 fixed).
@@ -35,6 +36,8 @@ OPTIONAL = ("_fc.weight", "_fc.bias")  # the ImageNet classifier: not part of th
 
 def preprocess(images: np.ndarray) -> np.ndarray:
     """RGB 0..255 -> the range Lite0 was trained on."""
+    import numpy as np
+
     return (images.astype(np.float32) - 127.0) / 128.0
 
 
@@ -120,6 +123,8 @@ def check_state_dict(model, state: dict[str, np.ndarray], source: Path, show: in
 
 def assign(model, state: dict[str, np.ndarray], source: Path) -> None:
     """Copy a checked state dict into ``build_lite0()``'s variables (all of them, or raise)."""
+    import numpy as np
+
     check_state_dict(model, state, source)
     for layer in model.layers:
         for name, (variable, to_keras) in _torch_layout(layer).items():

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pipeline.dataset import DatasetContext, DatasetResult
 from pipeline.errors import ConfigError
@@ -27,6 +25,9 @@ from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 from .splits import with_splits
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # modality -> the feature stage that provides it
 MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc"}
@@ -58,6 +59,8 @@ class Stats:
     train_ids: list[str]
 
     def save(self, folder: Path) -> Path:
+        import numpy as np
+
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {f"{k}_{m}": v for k, d in (("mean", self.mean), ("std", self.std)) for m, v in d.items()}
         np.savez(folder / "stats.npz", **arrays)
@@ -66,6 +69,8 @@ class Stats:
 
     @classmethod
     def load(cls, folder: Path) -> "Stats":
+        import numpy as np
+
         meta = json.loads((folder / "stats.json").read_text())
         with np.load(folder / "stats.npz", allow_pickle=False) as z:
             mean = {m: z[f"mean_{m}"] for m in MODALITIES if f"mean_{m}" in z}
@@ -153,6 +158,8 @@ def find_stats(ctx: DatasetContext, items, ident, cfg: FuseConfig) -> Stats | No
 
 
 def fit_stats(ctx: DatasetContext, items, keys: dict[str, dict[str, str]], ident, cfg: FuseConfig) -> Stats:
+    import numpy as np
+
     digest, train = _stats_digest(items, ident, cfg)
     folder = ctx.folder / digest
     if (folder / "stats.json").is_file():
@@ -210,6 +217,8 @@ def fused_record(vectors: dict[str, np.ndarray], stats: Stats) -> dict[str, Any]
     """One item's fused row from its feature vectors (modality -> vector, absent ones left out): each
     modality the statistics know standardized, an absent one zeros; plus a 0/1 mask per modality.
     The batch run and the server both build rows with this."""
+    import numpy as np
+
     record: dict[str, Any] = {}
     for m in MODALITIES:
         if m not in stats.mean:
@@ -276,6 +285,8 @@ def run_fuse(ws, items, report, stats: Stats | None = None) -> tuple[list[tuple[
 
 def load_fused(ws, kept: list[tuple[Any, str]]) -> dict[str, np.ndarray]:
     """Arrays for the kept items, in order: one per modality block and mask."""
+    import numpy as np
+
     cols: dict[str, list] = {}
     keys = [k for _, k in kept]
     for start in range(0, len(keys), READ_BATCH):

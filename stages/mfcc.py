@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pipeline.config import execution_only
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -43,6 +45,7 @@ def mfcc_vectors(audio: np.ndarray, sr: int, cfg: MfccConfig) -> np.ndarray:
     batch (and sums in a batch-dependent order), which would make an item's features depend on its
     batch mates.
     """
+    import numpy as np
     import librosa
     import scipy.fft
 
@@ -72,10 +75,13 @@ class Mfcc(Stage):
         return {"mfcc": Field("float32", (2 * per_frame,))}
 
     def setup(self) -> None:
+        import numpy as np
+
         # Import and warm up librosa once (its first call builds filters and caches), before timing batches.
         mfcc_vectors(np.zeros((1, 4096), np.float32), 16000, self.config)
 
     def process(self, batch: list[dict]) -> list[dict]:
+        import numpy as np
         from threadpoolctl import threadpool_limits
 
         out: list = [None] * len(batch)

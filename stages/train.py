@@ -16,9 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from pipeline.dataset import DatasetContext, DatasetResult
 from pipeline.errors import ConfigError
@@ -27,6 +25,9 @@ from pipeline.stage import Stage, register
 
 from .fuse import MODALITIES, load_fused
 from .splits import assign_splits  # noqa: F401  (kept importable here)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -66,6 +67,7 @@ def _inputs(arrays: dict[str, np.ndarray], rows: np.ndarray, modalities: list[st
 
 
 def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Path | None):
+    import numpy as np
     import keras
     import tensorflow as tf
 
@@ -95,6 +97,7 @@ def predict_proba(model, arrays: dict[str, np.ndarray], modalities: list[str]) -
     """Class probabilities, 256 rows per batch. The rows go in as a batched ``tf.data`` dataset: given
     numpy arrays, Keras would build a parallel-map pipeline that TensorFlow's op determinism rewrites,
     logging an "E0000 ... use_unbounded_threadpool" line that reads like an error."""
+    import numpy as np
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # a smaller last batch retraces once; that is expected, not news
@@ -170,6 +173,8 @@ class Train(Stage):
 
 def fit_and_save(ctx: DatasetContext, kept, labels: list[str], stats, run_dir: Path) -> dict[str, Any]:
     """Train the model (and the ablation models), write every output into ``run_dir`` atomically."""
+    import numpy as np
+
     cfg: TrainConfig = ctx.config["train"]
     tmp_dir = run_dir.with_name(run_dir.name + ".partial")
     tmp_dir.mkdir(parents=True, exist_ok=True)

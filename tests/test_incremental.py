@@ -131,14 +131,17 @@ def test_gc_removes_exactly_the_unreferenced_entries(tmp_path, capsys):
     assert counts(report, "computed") == {s: 0 for s in STAGES}
 
 
-def test_noop_run_imports_no_deep_learning_framework(tmp_path):
+def test_noop_run_imports_no_deep_learning_framework_nor_numpy(tmp_path):
+    """A no-op run is planning only: the real CLI, in a fresh process, imports no deep-learning library,
+    and not even numpy or pyarrow (only a stage that computes, or a shard read, needs them)."""
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
     run(m, tmp_path / "w")
+    args = ["features", "--manifest", str(m), "--workdir", str(tmp_path / "w"), "--quiet", *small_args()]
     code = (
-        "import sys; sys.path[:0]=[{root!r}, {tests!r}]\n"
-        "from dummies import run\nrun({m!r}, __import__('pathlib').Path({w!r}))\n"
-        "heavy=[n for n in ('tensorflow','torch','librosa','transformers','keras') if n in sys.modules]\n"
+        "import sys; sys.path[:0]=[{root!r}]\n"
+        "from pipeline.cli import main\nassert main({args!r}) == 0\n"
+        "heavy=[n for n in ('tensorflow','torch','librosa','transformers','keras','numpy','pyarrow','pandas') if n in sys.modules]\n"
         "print(heavy)"
-    ).format(root=os.getcwd(), tests=os.path.dirname(__file__), m=str(m), w=str(tmp_path / "w"))
+    ).format(root=os.getcwd(), args=args)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -51,6 +51,19 @@ def test_missing_columns_and_unreadable(tmp_path):
         load(str(tmp_path / "nope.csv"))
 
 
+def test_problems_further_down_a_manifest_read_as_a_stream_are_reported_as_before(tmp_path):
+    good = "".join(f"i{i},text {i}\n" for i in range(50))
+    (tmp_path / "late_bytes.csv").write_bytes(b"id,text\n" + good.encode() + b"x,\xff\xfe bad\n")
+    with pytest.raises(ManifestError, match="cannot read manifest .*late_bytes.csv"):
+        load(str(tmp_path / "late_bytes.csv"))
+    # a malformed row is reported before the missing modality column, as when the file was read whole
+    (tmp_path / "late_field.csv").write_text("id,label\n" + "".join(f"i{i},a\n" for i in range(5)) + "j,a,extra\n")
+    with pytest.raises(ManifestError, match="late_field.csv:7: more fields than the header has"):
+        load(str(tmp_path / "late_field.csv"))
+    (tmp_path / "header_only.csv").write_text("id,label\n")
+    assert load(str(tmp_path / "header_only.csv")) == []
+
+
 def test_paths_confined_to_data_root(tmp_path):
     root = tmp_path / "data"
     root.mkdir()

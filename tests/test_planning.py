@@ -78,3 +78,11 @@ def test_names_that_are_not_files_are_item_errors(tmp_path, name):
     (tmp_path / "sub").mkdir()
     with pytest.raises(ItemError):
         PathResolver(False, 10**9).resolve(str(tmp_path / "sub"), str(tmp_path), name)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 8192])
+def test_plan_digest_hashed_in_chunks_equals_the_digest_of_the_joined_lines(chunk):
+    from pipeline.keys import digest_bytes, digest_lines
+
+    for lines in ([], [""], ["a"], ["", ""], ["é", "ü\u00a0", "", "z"], [f"k{i}" for i in range(1000)]):
+        assert digest_lines(lines, chunk) == digest_bytes("\n".join(lines).encode())
