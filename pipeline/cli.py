@@ -230,6 +230,7 @@ def cmd_gc(args) -> int:
     config, items = _load(args)
     with Workspace(args.workdir, config) as ws:
         ws.lock("gc")
+        ws.memo.touched = set()  # every raw file and model file the plans look up
         live: dict[str, set[str]] = {}
         for plan in ws.plan(list(STAGES), items, dry=True):
             # An item waiting on an upstream output still to compute keeps its last entry: it is
@@ -240,10 +241,13 @@ def cmd_gc(args) -> int:
             for stage in STAGES:
                 dead = ws.store.committed(stage).keys() - live.get(stage, set())
                 print(f"{stage}: {len(dead)} entries would be removed")
+            print(f"raw-file hashes: {len(ws.memo.stale())} would be forgotten")
             return 0
         stats = gc(ws.store, live)
+        stats["hashes"] = ws.memo.prune()
     print(f"gc: removed {stats['entries']} entries, {stats['failures']} failure records, rewrote or deleted "
-          f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files")
+          f"{stats['shards']} shards ({stats['bytes'] / 1e6:.1f} MB), {stats['debris']} leftover files, "
+          f"{stats['hashes']} hashes of files no manifest names")
     return 0
 
 

@@ -109,6 +109,7 @@ class RawHashMemo:
         )
         self.memo = self._load()
         self.pending: list[tuple[str, int, int, str]] = []
+        self.touched: set[str] | None = None  # a set: record every path looked up (``mmp gc`` prunes the rest)
 
     @without_gc
     def _load(self) -> dict[str, tuple[str, int, str, str]]:
@@ -118,6 +119,8 @@ class RawHashMemo:
     def digest(self, path: str, size: int, stamp: str | int) -> str:
         """stamp: mtime_ns for local files; the store's version marker (mtime, ETag) for URIs."""
         key, stamp = str(path), str(stamp)
+        if self.touched is not None:
+            self.touched.add(key)
         known = self.memo.get(key)
         if known is not None and known[1] == size and known[2] == stamp:
             return known[3]
@@ -130,6 +133,22 @@ class RawHashMemo:
         p = Path(path).resolve()
         st = p.stat()
         return self.digest(str(p), st.st_size, st.st_mtime_ns)
+
+    def stale(self) -> set[str]:
+        """Remembered paths not looked up since ``touched`` was set (after planning every manifest: files
+        no manifest or model names any more)."""
+        return set(self.memo) - (self.touched or set())
+
+    def prune(self) -> int:
+        """Forget the stale paths; returns how many."""
+        gone = self.stale()
+        if gone:
+            self.save()
+            with self.db:
+                self.db.executemany("DELETE FROM raw_files WHERE path = ?", [(p,) for p in gone])
+            for path in gone:
+                del self.memo[path]
+        return len(gone)
 
     def save(self) -> None:
         if self.pending:

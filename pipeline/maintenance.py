@@ -54,8 +54,12 @@ def gc(store: Store, live: dict[str, set[str]]) -> dict[str, int]:
         stats["bytes"] += size
     stats["debris"] = store.remove_debris()
     with db:
-        db.execute("DELETE FROM latest WHERE key NOT IN (SELECT key FROM entries) AND key NOT IN (SELECT key FROM failures)")
-        db.execute("DELETE FROM plans")  # recorded plans no longer match what latest holds
+        stages = [s for (s,) in db.execute("SELECT DISTINCT stage FROM latest")]
+        for stage in stages:
+            removed = db.execute("DELETE FROM latest WHERE stage = ? AND key NOT IN (SELECT key FROM entries) "
+                                 "AND key NOT IN (SELECT key FROM failures)", (stage,)).rowcount
+            if removed:  # that stage's recorded plan no longer matches what latest holds
+                db.execute("DELETE FROM plans WHERE stage = ?", (stage,))
     return stats
 
 

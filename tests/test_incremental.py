@@ -121,6 +121,7 @@ def test_gc_removes_exactly_the_unreferenced_entries(tmp_path, capsys):
     run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8", command="gc --dry-run")
     out = capsys.readouterr().out
     would = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert would.pop("raw-file hashes") == "0 would be forgotten"  # the same manifest: every file still named
     assert set(STAGES) <= set(would) and would.pop("mfcc") == "4 entries would be removed"
     assert set(would.values()) == {"0 entries would be removed"}  # every other stage, fuse and train included
     assert committed(tmp_path / "w") == both and sorted(p.name for p in (tmp_path / "w" / "cache").rglob("*.parquet")) == files
@@ -129,6 +130,51 @@ def test_gc_removes_exactly_the_unreferenced_entries(tmp_path, capsys):
     assert len(list((tmp_path / "w" / "cache" / "mfcc").iterdir())) == 1  # compacted
     report = run(m, tmp_path / "w", "--set", "mfcc.n_mfcc=8")
     assert counts(report, "computed") == {s: 0 for s in STAGES}
+
+
+def test_gc_forgets_hashes_of_files_no_manifest_names_and_keeps_unchanged_plans(tmp_path, capsys):
+    """The raw-hash memo would otherwise grow forever (every file ever planned). What gc keeps: every file
+    and model file the given manifests' plans look up; a later no-op rehashes nothing. A stage whose
+    recorded items all survive keeps its recorded plan (the next no-op needs no item-by-item compare)."""
+    import sqlite3
+
+    data, work = tmp_path / "data", tmp_path / "w"
+    items = make_items(data, 0, 4)
+    everything = write_manifest(data / "all.csv", items)
+    half = write_manifest(data / "half.csv", items[:2])
+    run(everything, work)
+    memo, index = work / "cache" / "raw_hashes.sqlite", work / "cache" / "index.sqlite"
+
+    def rows(db, sql):
+        with sqlite3.connect(db) as c:
+            return c.execute(sql).fetchall()
+
+    paths = {p for (p,) in rows(memo, "SELECT path FROM raw_files")}
+    gone = {p for p in paths if any(f"/{i}." in p for i in (2, 3))}  # items 2 and 3's image and audio files
+    assert len(gone) == 4
+    capsys.readouterr()
+    run(everything, work, command="gc")
+    assert "0 hashes of files no manifest names" in capsys.readouterr().out
+    plans = rows(index, "SELECT stage, digest FROM plans")
+    assert len(plans) >= 6 and {p for (p,) in rows(memo, "SELECT path FROM raw_files")} == paths
+    run(everything, work, command="gc")  # nothing removed: the recorded plans stay
+    assert rows(index, "SELECT stage, digest FROM plans") == plans
+    run(half, work, command="gc --dry-run")
+    assert "raw-file hashes: 4 would be forgotten" in capsys.readouterr().out
+    assert {p for (p,) in rows(memo, "SELECT path FROM raw_files")} == paths  # a dry run changes nothing
+    run(half, work, command="gc")
+    assert "4 hashes of files no manifest names" in capsys.readouterr().out
+    assert {p for (p,) in rows(memo, "SELECT path FROM raw_files")} == paths - gone
+    import pipeline.keys as keys
+
+    hashed = []
+    real = keys.digest_file
+    keys.digest_file = lambda path: hashed.append(path) or real(path)
+    try:
+        report = run(half, work)
+    finally:
+        keys.digest_file = real
+    assert counts(report, "computed") == {s: 0 for s in STAGES} and hashed == []
 
 
 def test_noop_run_imports_no_deep_learning_framework_nor_numpy(tmp_path):
