@@ -95,9 +95,14 @@ def _uri_manifests(uri: str) -> list[str]:
 
 
 def _text(path: str):
+    """The manifest as text: UTF-8 (a BOM is dropped), or UTF-16 when it starts with a UTF-16 byte-order
+    mark (what Excel's "Unicode Text" export writes)."""
     import io
 
-    return io.TextIOWrapper(fs.open_input(path), encoding="utf-8-sig", newline="")
+    raw = fs.open_input(path)
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    encoding = "utf-16" if buffered.peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    return io.TextIOWrapper(buffered, encoding=encoding, newline="")
 
 
 def _delimiter(header: str) -> str:
@@ -182,6 +187,9 @@ def _closing(path: str, f, rows: Iterator[list[str]]) -> Iterator[list[str]]:
 
 
 def _unreadable(path: str, exc: Exception) -> ManifestError:
+    if isinstance(exc, UnicodeDecodeError):
+        return ManifestError(f"cannot read manifest {path}: it is not UTF-8 (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
+                             "save it as UTF-8 (Excel: \"CSV UTF-8\"), or as UTF-16 with a byte-order mark")
     return ManifestError(f"cannot read manifest {path}: {exc}")
 
 

@@ -48,3 +48,29 @@ def test_a_header_without_an_id_names_the_delimiter_it_tried(tmp_path):
 
     with pytest.raises(ManifestError, match="missing required column 'id'.*split by semicolon"):
         load(str(write(tmp_path / "m.csv", "ident;text;label\na;hi;x\n")))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    """Excel's "Unicode Text" export: UTF-16 with a BOM, tab-separated, CRLF."""
+    from pipeline.manifest import load
+
+    bom = b"\xff\xfe" if encoding == "utf-16-le" else b"\xfe\xff"
+    text = "id\ttext\tlabel\r\nt1\tcafé refund 收不到验证码\tbilling\r\nt2\tlogin 👍\taccess\r\n"
+    path = tmp_path / "m.csv"
+    path.write_bytes(bom + text.encode(encoding))
+    assert [(i.id, i.text, i.label) for i in load(str(path))] == [("t1", "café refund 收不到验证码", "billing"),
+                                                                  ("t2", "login 👍", "access")]
+
+
+def test_a_manifest_in_a_legacy_encoding_says_to_save_it_as_utf8(tmp_path):
+    """Excel's plain "CSV" on Windows writes cp1252: refused with what to do, not guessed (a guess could
+    silently change texts and ids)."""
+    from pipeline.errors import ManifestError
+    from pipeline.manifest import load
+
+    path = tmp_path / "m.csv"
+    path.write_bytes("id,text\r\nt1,café refund\r\n".encode("cp1252"))
+    with pytest.raises(ManifestError, match=r"m.csv: it is not UTF-8 \(byte 0xe9: invalid continuation byte\); save it as "
+                                            r"UTF-8 \(Excel: \"CSV UTF-8\"\), or as UTF-16 with a byte-order mark"):
+        load(str(path))
