@@ -187,6 +187,9 @@ def _closing(path: str, f, rows: Iterator[list[str]]) -> Iterator[list[str]]:
 
 
 def _unreadable(path: str, exc: Exception) -> ManifestError:
+    if isinstance(exc, UnicodeDecodeError) and exc.encoding.startswith("utf-16"):
+        return ManifestError(f"cannot read manifest {path}: it starts with a UTF-16 byte-order mark but is not valid "
+                             f"UTF-16 ({exc.reason})")
     if isinstance(exc, UnicodeDecodeError):
         return ManifestError(f"cannot read manifest {path}: it is not UTF-8 (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
                              "save it as UTF-8 (Excel: \"CSV UTF-8\"), or as UTF-16 with a byte-order mark")

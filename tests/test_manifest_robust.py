@@ -70,6 +70,9 @@ def test_a_manifest_in_a_legacy_encoding_says_to_save_it_as_utf8(tmp_path):
     from pipeline.manifest import load
 
     path = tmp_path / "m.csv"
+    path.write_bytes(b"\xff\xfe" + "id,text\r\nt1,hi\r\n".encode("utf-16-le")[:-1])  # a UTF-16 file cut mid-character
+    with pytest.raises(ManifestError, match=r"m.csv: it starts with a UTF-16 byte-order mark but is not valid UTF-16"):
+        load(str(path))
     path.write_bytes("id,text\r\nt1,café refund\r\n".encode("cp1252"))
     with pytest.raises(ManifestError, match=r"m.csv: it is not UTF-8 \(byte 0xe9: invalid continuation byte\); save it as "
                                             r"UTF-8 \(Excel: \"CSV UTF-8\"\), or as UTF-16 with a byte-order mark"):
