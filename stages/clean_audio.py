@@ -116,9 +116,10 @@ def _decode_other(data: bytes, max_seconds: float, reason: str) -> tuple[np.ndar
                                         f"({said})")
             for out in to_float.resample(None):  # flush
                 blocks.append(out.to_ndarray())
+                frames += blocks[-1].shape[1]
         except (av.FFmpegError, ValueError, EOFError) as exc:
             raise AudioDecodeError(f"audio cannot be decoded ({stream.codec_context.name}): {_ffmpeg_reason(exc)}") from None
-    if not blocks or not rate or sum(b.shape[1] for b in blocks) == 0:
+    if not rate or frames == 0:
         raise EmptyAudio(f"audio holds no samples ({container.format.name}, {stream.codec_context.name})")
     return np.concatenate(blocks, axis=1).T.astype(np.float32, copy=False), int(rate)
 

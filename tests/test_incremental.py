@@ -132,7 +132,7 @@ def test_gc_removes_exactly_the_unreferenced_entries(tmp_path, capsys):
     assert counts(report, "computed") == {s: 0 for s in STAGES}
 
 
-def test_gc_forgets_hashes_of_files_no_manifest_names_and_keeps_unchanged_plans(tmp_path, capsys):
+def test_gc_forgets_hashes_of_files_no_manifest_names_and_keeps_unchanged_plans(tmp_path, capsys, monkeypatch):
     """The raw-hash memo would otherwise grow forever (every file ever planned). What gc keeps: every file
     and model file the given manifests' plans look up; a later no-op rehashes nothing. A stage whose
     recorded items all survive keeps its recorded plan (the next no-op needs no item-by-item compare)."""
@@ -169,11 +169,8 @@ def test_gc_forgets_hashes_of_files_no_manifest_names_and_keeps_unchanged_plans(
 
     hashed = []
     real = keys.digest_file
-    keys.digest_file = lambda path: hashed.append(path) or real(path)
-    try:
-        report = run(half, work)
-    finally:
-        keys.digest_file = real
+    monkeypatch.setattr(keys, "digest_file", lambda path: hashed.append(path) or real(path))
+    report = run(half, work)
     assert counts(report, "computed") == {s: 0 for s in STAGES} and hashed == []
 
 
