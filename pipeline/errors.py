@@ -56,6 +56,8 @@ class ItemError(Exception):
     """One item failed in one stage. The run goes on."""
 
     permanent = True
+    # Not a failure: the item simply has no output in this stage (downstream sees a missing input).
+    absent = False
 
     @property
     def kind(self) -> str:
@@ -106,10 +108,29 @@ class InvalidSamples(ItemError):
     pass
 
 
+class NoWords(ItemError):
+    """A voice note with no speech, a screenshot with no text: the item has no words for this stage. Not a
+    failure: it is counted as "no words" (not listed among failures), remembered for its key like any
+    outcome, and downstream treats the words as a missing modality (zeros + mask 0)."""
+
+    absent = True
+
+
 class OutputMismatch(ItemError):
     """A stage produced a record that does not match its declared outputs (a bug, not bad input)."""
 
     permanent = False
+
+
+def absent_kinds() -> frozenset[str]:
+    """Names of the item outcomes that mean "no output here", not "failed" (e.g. ``NoWords``)."""
+    found, todo = set(), [ItemError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.absent:
+            found.add(cls.__name__)
+    return frozenset(found)
 
 
 def describe(exc: BaseException) -> tuple[str, str, bool]:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import absent_kinds
+
 
 class _NoBar:
     def update(self, n: int) -> None:
@@ -38,6 +40,12 @@ class Report:
         )
 
     def fail(self, stage: str, item_id: str, error: str, message: str, cached: bool = False) -> None:
+        """An item outcome other than an output: a failure, or (for ``absent_kinds``, e.g. a voice note
+        without speech) an item with no output here, counted per stage and type but not a failure."""
+        if error in absent_kinds():
+            counts = self.data.setdefault("no_output", {}).setdefault(stage, {})
+            counts[error] = counts.get(error, 0) + 1
+            return
         self.stage(stage)["failed"] += 1
         entry = {"stage": stage, "id": item_id, "error": error, "message": message}
         if cached:
@@ -47,6 +55,7 @@ class Report:
     def restart(self) -> None:
         """Forget counts and failures of an attempt that is being replanned (warnings stay)."""
         self.data["stages"], self.data["failures"], self.data["stage_errors"] = {}, [], []
+        self.data.pop("no_output", None)
 
     def stage_error(self, stage: str, message: str, downstream: list[str]) -> None:
         """A stage that could not start (e.g. its model failed to load): its items stay to compute."""
@@ -98,6 +107,9 @@ class Report:
             if s.get("cutoff"):
                 lines.append(f"{name}: {s['cutoff']} cached items reused although their input changed: the upstream "
                              "output came out identical (early cutoff)")
+        for stage, counts in self.data.get("no_output", {}).items():
+            lines.append(f"{stage}: no output for " + ", ".join(f"{n} item(s) ({kind})" for kind, n in counts.items()) +
+                         ": not failures; downstream treats them as missing")
         for stage, facts in self.data["info"].items():
             lines.append(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
         for e in self.data["stage_errors"]:

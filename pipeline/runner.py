@@ -24,7 +24,7 @@ from .outputs import check_record
 from .plan import RAW_PREFIX, RawResolver, StagePlan, ancestors_and_self, plan_stage
 from .report import Report
 from .status import record_plan
-from .stage import Stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
+from .stage import Stage, build_stage, call_isolated, downstream, stage_class  # noqa: F401  (call_isolated: re-exported)
 from .store import Store
 
 MAX_REPLANS = 3
@@ -53,7 +53,7 @@ class Workspace:
 
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
-            stage = stage_class(name)(self.config[name])
+            stage = build_stage(name, self.config)
             stage.digest_file = self.memo.digest_path
             stage.model_dir = self.workdir / "models"
             self.stages[name] = stage

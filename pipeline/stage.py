@@ -12,8 +12,12 @@ output at once; the runner plans it after its inputs and calls ``run_dataset(ctx
 
 ``inputs`` names what a stage consumes: ``raw:text`` / ``raw:image`` / ``raw:audio`` for raw manifest
 data, or the names of upstream stages. Stages register themselves with ``@register`` when their module
-is imported; registering also adds the stage's ``Config`` as a config section. The core never imports
-a stage module: the CLI does (``import stages``).
+is imported; registering also adds the stage's ``Config`` as a config section — unless the stage reads
+another stage's section (``config_section``, e.g. ``bert_speech`` runs the ``[bert]`` model on
+transcripts). ``uses`` names further sections whose settings shape the outputs (e.g. ``transcribe``
+cleans its text with ``[clean_text]``): they are handed to the stage and enter its key. Build stage
+objects with ``build_stage(name, config)``. The core never imports a stage module: the CLI does
+(``import stages``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,15 @@ def register(cls: type["Stage"]) -> type["Stage"]:
     if cls.name in STAGES:
         raise ValueError(f"stage {cls.name!r} registered twice")
     STAGES[cls.name] = cls
-    register_section(cls.name, cls.Config)
+    if cls.config_section is None:
+        register_section(cls.name, cls.Config)
     return cls
+
+
+def build_stage(name: str, config: Any) -> "Stage":
+    """A stage object for ``name`` from a whole ``Config``: its own section plus the ones it ``uses``."""
+    cls = stage_class(name)
+    return cls(config[cls.section()], {section: config[section] for section in cls.uses})
 
 
 def stage_class(name: str) -> type["Stage"]:
@@ -77,11 +88,24 @@ class Stage:
     model_dir: Path | None = None
     # What each output record holds (see pipeline.outputs); output_spec() when it depends on config or model.
     outputs: ClassVar[dict[str, Field]] = {}
+    # The config section this stage reads when it is not its own (stages sharing one model and its settings).
+    config_section: ClassVar[str | None] = None
+    # Other config sections whose settings shape this stage's outputs (in its key; ``self.used[name]``).
+    uses: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, used: dict[str, Any] | None = None):
         self.config = config
+        self.used = dict(used or {})
+        missing = [s for s in self.uses if s not in self.used]
+        if missing:
+            raise ValueError(f"stage {self.name} needs config section(s) {missing}: build it with build_stage()")
         self._ready = False
         self._digest: str | None = None
+
+    @classmethod
+    def section(cls) -> str:
+        """The config section holding this stage's settings."""
+        return cls.config_section or cls.name
 
     @property
     def batch_size(self) -> int:
@@ -101,6 +125,8 @@ class Stage:
         return digest_file(path)
 
     def config_digest(self) -> str:
+        if self.used:
+            return digest_obj([key_fields(self.config), {n: key_fields(c) for n, c in sorted(self.used.items())}])
         return digest_obj(key_fields(self.config))
 
     def digest(self) -> str:
@@ -108,15 +134,16 @@ class Stage:
         if self._digest is not None:
             return self._digest
         source = inspect.getsource(inspect.getmodule(type(self)))
-        digest = digest_obj(
-            {
-                "stage": self.name,
-                "version": self.version,
-                "code": digest_bytes(source.encode("utf-8")),
-                "config": key_fields(self.config),
-                "identity": self.identity(),
-            }
-        )
+        parts = {
+            "stage": self.name,
+            "version": self.version,
+            "code": digest_bytes(source.encode("utf-8")),
+            "config": key_fields(self.config),
+            "identity": self.identity(),
+        }
+        if self.used:  # (absent otherwise: keys of stages that use no other section stay as they were)
+            parts["uses"] = {name: key_fields(section) for name, section in sorted(self.used.items())}
+        digest = digest_obj(parts)
         self._digest = digest
         return digest
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from .errors import absent_kinds
 from .keys import digest_lines
 from .plan import StagePlan
 from .store import Store
@@ -30,8 +31,10 @@ class StageStatus:
             return f"{self.stage:<12} {self.note}"
         todo = sum(self.to_compute.values())
         why = ", ".join(f"{n} {r}" for r, n in self.to_compute.most_common())
-        failed = sum(self.failed.values())
-        kinds = ", ".join(f"{n} {e}" for e, n in self.failed.most_common())
+        absent = absent_kinds()
+        failed = sum(n for e, n in self.failed.items() if e not in absent)
+        kinds = ", ".join(f"{n} {e}" for e, n in self.failed.most_common() if e not in absent)
+        empty = ", ".join(f"{n} {e}" for e, n in self.failed.most_common() if e in absent)
         notes = ", ".join(f"{n} {r}" for r, n in self.reused.most_common())
         parts = [f"{self.stage:<12} fresh {self.fresh:>6}" + (f" ({notes})" if notes else ""),
                  f"to compute {todo:>6}" + (f" ({why})" if why else "")]
@@ -39,6 +42,8 @@ class StageStatus:
             parts.append(f"waiting on {self.upstream} {self.pending} (reused where its new output is unchanged)")
         if failed:
             parts.append(f"failed {failed} ({kinds})")
+        if empty:
+            parts.append(f"no output {empty} (not failures)")
         if self.blocked:
             parts.append(f"waiting on failed input {self.blocked}")
         if self.note:

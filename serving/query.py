@@ -20,7 +20,7 @@ from pipeline.config import Config
 from pipeline.errors import ItemError, describe
 from pipeline.manifest import Item, resolve_path
 from pipeline.runner import call_isolated
-from pipeline.stage import STAGES, Stage
+from pipeline.stage import STAGES, Stage, build_stage
 from stages.fuse import MODALITIES
 
 RAW_PREFIX = "raw:"
@@ -74,7 +74,7 @@ class QueryEncoder:
 
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
-            self.stages[name] = STAGES[name](self.config[name])
+            self.stages[name] = build_stage(name, self.config)
         return self.stages[name]
 
     def warm_up(self, modalities: list[str] | None = None) -> None:

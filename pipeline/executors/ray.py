@@ -40,7 +40,7 @@ AUTH_HINT = ("If the cluster was started with `ray start` (token authentication 
 class _Worker:
     """The stage inside one Ray worker process, set up once; jobs in, JSON results out."""
 
-    def __init__(self, ref: str, section: dict, root: str, cache: dict, counter, threads: int):
+    def __init__(self, ref: str, section: dict, used: dict, root: str, cache: dict, counter, threads: int):
         from pipeline.config import CacheConfig
         from pipeline.fs import Folder
         from pipeline.jobs import ShardReader
@@ -54,7 +54,9 @@ class _Worker:
         try:
             module, _, name = ref.partition(":")
             cls = getattr(importlib.import_module(module), name)
-            self.stage = cls(cls.Config(**section))
+            from pipeline.config import SECTIONS
+
+            self.stage = cls(cls.Config(**section), {name: SECTIONS[name](**values) for name, values in used.items()})
             self.stage.ensure_ready()
         except Exception as exc:  # noqa: BLE001 - reported with every job; the driver makes it a stage error
             self.error = f"{type(exc).__name__}: {exc}"
@@ -166,7 +168,8 @@ class Executor(Base):
         spec, self._facts = self.spec(stage), {"engine": "ray"}
         counter = _counter_class(ray).remote()
         cls = type(stage)
-        args = {"ref": f"{cls.__module__}:{cls.__qualname__}", "section": dataclasses.asdict(stage.config), "root": root,
+        args = {"ref": f"{cls.__module__}:{cls.__qualname__}", "section": dataclasses.asdict(stage.config),
+                "used": {name: dataclasses.asdict(c) for name, c in stage.used.items()}, "root": root,
                 "cache": dataclasses.asdict(self.config["cache"]), "counter": counter,
                 "threads": max(1, math.floor(spec["num_cpus"]))}
         rows = [{"job": job["job"], "payload": json.dumps(job)} for job in jobs]
