@@ -5,6 +5,10 @@ package, e.g. the offline default), or a Hugging Face hub id. Weights load from 
 pickle). Texts are tokenized once, sorted by length inside each window of ``batch_size`` items so each
 forward pass pads little, run in ``model_batch_size`` chunks under ``torch.inference_mode()``, pooled
 (masked mean or CLS) and put back in their original order.
+
+One class, three stages: ``bert`` embeds the typed message (``clean_text``), ``bert_speech`` the transcript
+of the voice note (``transcribe``) and ``bert_screen`` the text on the screenshot (``ocr``). All three read
+the ``[bert]`` settings and share one loaded model per process; each writes a field named after itself.
 """
 
 from __future__ import annotations
@@ -125,6 +129,23 @@ def pool(hidden, mask, how: str):
     return (hidden * m).sum(dim=1) / torch.clamp(m.sum(dim=1), min=1e-9)
 
 
+_LOADED: dict[tuple, tuple[Any, Any]] = {}
+
+
+def load(where: str, dtype: str, device) -> tuple[Any, Any]:
+    """(tokenizer, model) for a model folder or hub id, loaded once per process and shared."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    key = (where, dtype, str(device))
+    if key not in _LOADED:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        model = AutoModel.from_pretrained(where, use_safetensors=True, dtype=torch_dtype).to(device).eval()
+        _LOADED[key] = (tokenizer, model)
+    return _LOADED[key]
+
+
 @register
 class Bert(Stage):
     name = "bert"
@@ -138,7 +159,6 @@ class Bert(Stage):
 
     def setup(self) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -148,23 +168,21 @@ class Bert(Stage):
         where = str(resolve_model(cfg.model))
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if cfg.device == "auto" else cfg.device))
-        self.tokenizer = AutoTokenizer.from_pretrained(where)
-        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        self.model = AutoModel.from_pretrained(where, use_safetensors=True, dtype=dtype).to(self.device).eval()
+        self.tokenizer, self.model = load(where, cfg.dtype, self.device)
         self.max_tokens = token_limit(cfg.max_length, self.model.config, self.tokenizer)
         self.torch = torch
 
     def output_spec(self) -> dict[str, Field]:
         """A vector of the model's hidden size (from its config.json; unknown until loaded for a hub id)."""
         if getattr(self, "model", None) is not None:
-            return {"bert": Field("float32", (int(self.model.config.hidden_size),))}
+            return {self.name: Field("float32", (int(self.model.config.hidden_size),))}
         where = resolve_model(self.config.model)
         hidden = None
         if isinstance(where, Path):
             import json
 
             hidden = json.loads((where / "config.json").read_text()).get("hidden_size")
-        return {"bert": Field("float32", (int(hidden) if hidden else None,))}
+        return {self.name: Field("float32", (int(hidden) if hidden else None,))}
 
     def describe_run(self) -> dict[str, Any]:
         return {"model": self.config.model, "pooling": self.config.pooling, "dtype": self.config.dtype,
@@ -195,4 +213,22 @@ class Bert(Stage):
 
     def process(self, batch: list[dict]) -> list[dict]:
         vectors = self.embed([r["text"] for r in batch])
-        return [{"bert": v} for v in vectors]
+        return [{self.name: v} for v in vectors]
+
+
+@register
+class BertSpeech(Bert):
+    """What the voice note says (``transcribe``'s text), embedded like a message."""
+
+    name = "bert_speech"
+    inputs = ("transcribe",)
+    config_section = "bert"
+
+
+@register
+class BertScreen(Bert):
+    """The text on the screenshot (``ocr``'s lines), embedded like a message."""
+
+    name = "bert_screen"
+    inputs = ("ocr",)
+    config_section = "bert"

@@ -128,7 +128,17 @@ def _ffmpeg_reason(exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or exc).rstrip(".")
 
 
-def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
+def read_audio(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """A file's samples (frames, channels) and rate: empty files, over-long ones (from the header, and
+    while decoding) and undecodable ones are named errors. ``transcribe`` reads voice notes through this too."""
+    raw = read_bytes(path)
+    if not raw:
+        raise EmptyAudio("audio file is empty (0 bytes)")
+    return decode(raw, max_seconds)
+
+
+def to_mono(data: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    """(frames, channels) at ``sr`` -> mono float32 at ``rate``; NaN or infinite samples are a named error."""
     import numpy as np
 
     if data.size == 0:
@@ -138,10 +148,17 @@ def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
         raise InvalidSamples(f"audio contains {bad} NaN or infinite samples")
     mono = data.mean(axis=1) if data.ndim == 2 else data
     mono = mono.astype(np.float32)
-    if sr != cfg.sample_rate:
+    if sr != rate:
         import soxr
 
-        mono = soxr.resample(mono, sr, cfg.sample_rate, quality="HQ").astype(np.float32)
+        mono = soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32)
+    return mono
+
+
+def clean_audio(data: np.ndarray, sr: int, cfg: CleanAudioConfig) -> np.ndarray:
+    import numpy as np
+
+    mono = to_mono(data, sr, cfg.sample_rate)
     peak = float(np.abs(mono).max()) if mono.size else 0.0
     if peak < cfg.silence_peak:
         raise SilentAudio(f"audio is silent (peak {peak:.2e} below clean_audio.silence_peak = {cfg.silence_peak:g})")
@@ -180,10 +197,7 @@ class CleanAudio(Stage):
                 "source_rate": Field("int"), "source_seconds": Field("float")}
 
     def process_one(self, record: dict) -> dict:
-        raw = read_bytes(record["path"])
-        if not raw:
-            raise EmptyAudio("audio file is empty (0 bytes)")
-        data, sr = decode(raw, self.config.max_input_seconds)
+        data, sr = read_audio(record["path"], self.config.max_input_seconds)
         audio = clean_audio(data, sr, self.config)
         return {
             "audio": audio,

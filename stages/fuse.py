@@ -1,8 +1,10 @@
-"""fuse: join each item's bert, cnn and mfcc vectors into one row: a standardized block per modality
-plus a 0/1 mask per modality. A dataset-level stage: the runner plans and runs it after its inputs.
+"""fuse: join each item's bert, cnn and mfcc vectors — and the embedded words of its voice note
+(bert_speech) and screenshot (bert_screen) — into one row: a standardized block per modality plus a 0/1
+mask per modality. A dataset-level stage: the runner plans and runs it after its inputs.
 
-A missing modality (empty in the manifest, or failed upstream) becomes zeros with mask 0, or drops the
-item when ``missing = "drop"``; both are counted in the run report. Standardization statistics are
+A missing modality (empty in the manifest, failed upstream, or no words in a note or screenshot) becomes
+zeros with mask 0; ``missing = "drop"`` leaves out items missing a whole branch (``BRANCHES``: e.g. no
+image and no screen text); both are counted in the run report. Standardization statistics are
 fitted on the train split only (``stages.splits``), stored under ``WORKDIR/fuse/`` and copied next to
 every trained model, so prediction reuses them (``run_fuse(..., stats=...)``). Fused rows are cached per
 item like any stage, keyed by the content digests of the item's features and the statistics' digest
@@ -29,14 +31,18 @@ from .splits import with_splits
 if TYPE_CHECKING:
     import numpy as np
 
-# modality -> the feature stage that provides it
-MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc"}
+# modality -> the feature stage that provides it. "speech" (what the voice note says) and "screen" (the text
+# on the screenshot) are texts embedded by the [bert] model; each is a block with its own mask.
+MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc", "speech": "bert_speech", "screen": "bert_screen"}
+# The model's three branches and the blocks each one sees: the image branch the CNN vector and the screen
+# text, the audio branch the MFCCs and the transcript. A branch is present when any of its blocks is.
+BRANCHES = {"text": ("text",), "image": ("image", "screen"), "audio": ("audio", "speech")}
 READ_BATCH = 512
 
 
 @dataclass
 class FuseConfig:
-    # zeros: a missing modality is zeros with mask 0 | drop: items missing any modality are left out
+    # zeros: a missing modality is zeros with mask 0 | drop: items missing any of the three branches are left out
     missing: str = "zeros"
     standardize: bool = True
     # A dimension whose standard deviation is at or below this is only centred (divided by 1). Feature
@@ -203,7 +209,9 @@ def plan_fuse(stage: Stage, items, keys: dict[str, dict[str, str]], ident: dict[
         inputs = [keys[m].get(item.id) if m in dims else None for m in MODALITIES]
         for m, k in zip(MODALITIES, inputs):
             missing[m] += k is None
-        if all(k is None for k in inputs) or (stage.config.missing == "drop" and any(k is None for k in inputs)):
+        present = {m for m, k in zip(MODALITIES, inputs) if k is not None}
+        lacks_branch = any(not present & set(blocks) for blocks in BRANCHES.values())
+        if not present or (stage.config.missing == "drop" and lacks_branch):
             dropped += 1
             continue
         joined = "|".join(ident[m][item.id] if k else "-" for m, k in zip(MODALITIES, inputs))

@@ -1,4 +1,5 @@
-"""The three-branch Keras model: one named input and tower per modality, masks, fusion, softmax head.
+"""The three-branch Keras model: one named input per block (message, screenshot, voice note, and the words
+on the screenshot and in the note), a tower per branch, masks, fusion, softmax head.
 
 Builders are small named functions returning named sub-models; custom layers are registered so a saved
 ``.keras`` file loads with ``safe_mode=True`` (no Lambda layers, no pickled code).
@@ -10,6 +11,8 @@ from typing import Any
 
 import keras
 from keras import layers, ops
+
+from .fuse import BRANCHES
 
 PACKAGE = "mmpipe"
 
@@ -101,20 +104,36 @@ def build_head(width: int, n_classes: int, dropout: float, fused_dim: int) -> ke
 
 
 def build_model(dims: dict[str, int], n_classes: int, cfg) -> keras.Model:
-    """dims: modality -> feature size, for the modalities this model uses (in a fixed order)."""
+    """dims: block -> feature size, for the blocks this model uses (in ``MODALITIES`` order). Blocks are
+    grouped into the three branches of ``BRANCHES`` (text; image + screen text; audio + transcript): each
+    branch's tower sees its blocks, each multiplied by its own mask, and the masks themselves, so a voice
+    note without speech still contributes its MFCCs. A branch is present when any of its blocks is."""
     names = list(dims)
     inputs = {m: keras.Input((dims[m],), name=m) for m in names}
     masks_in = {m: keras.Input((1,), name=f"{m}_mask") for m in names}
     masks = layers.Concatenate(name="masks")([masks_in[m] for m in names]) if len(names) > 1 else masks_in[names[0]]
     masks = ModalityDropout(cfg.modality_dropout if len(names) > 1 else 0.0, seed=cfg.seed, name="modality_dropout")(masks)
-    towers = []
-    for k, m in enumerate(names):
-        mask = SelectColumn(k, name=f"{m}_mask_used")(masks) if len(names) > 1 else masks
-        towers.append(ApplyMask(name=f"{m}_masked")(build_branch(m, dims[m], cfg.width, cfg.dropout)(inputs[m]), mask))
-    if cfg.fusion == "stack" and len(names) > 1:
-        stacked = layers.Concatenate(axis=1, name="stack")([layers.Reshape((1, cfg.width), name=f"{m}_row")(t) for m, t in zip(names, towers)])
-        fused = MaskedAttentionPool(name="attention_pool")(stacked, masks)
+    block_mask = {m: SelectColumn(k, name=f"{m}_mask_used")(masks) if len(names) > 1 else masks for k, m in enumerate(names)}
+    branches = [(b, [m for m in blocks if m in dims]) for b, blocks in BRANCHES.items()]
+    branches = [(b, blocks) for b, blocks in branches if blocks]
+    towers, branch_masks = [], []
+    for b, blocks in branches:
+        if len(blocks) == 1:
+            x, mask, dim = inputs[blocks[0]], block_mask[blocks[0]], dims[blocks[0]]
+        else:
+            parts = [ApplyMask(name=f"{m}_block")(inputs[m], block_mask[m]) for m in blocks]
+            x = layers.Concatenate(name=f"{b}_blocks")(parts + [block_mask[m] for m in blocks])
+            mask = layers.Maximum(name=f"{b}_mask_any")([block_mask[m] for m in blocks])
+            dim = sum(dims[m] for m in blocks) + len(blocks)
+        towers.append(ApplyMask(name=f"{b}_masked")(build_branch(b, dim, cfg.width, cfg.dropout)(x), mask))
+        branch_masks.append(mask)
+    bmasks = layers.Concatenate(name="branch_masks")(branch_masks) if len(towers) > 1 else branch_masks[0]
+    if cfg.fusion == "stack" and len(towers) > 1:
+        stacked = layers.Concatenate(axis=1, name="stack")([layers.Reshape((1, cfg.width), name=f"{b}_row")(t)
+                                                           for (b, _), t in zip(branches, towers)])
+        fused = MaskedAttentionPool(name="attention_pool")(stacked, bmasks)
     else:
-        fused = layers.Concatenate(name="concat")(towers + [masks]) if len(names) > 1 else towers[0]
+        fused = layers.Concatenate(name="concat")(towers + [bmasks]) if len(towers) > 1 else towers[0]
     out = build_head(cfg.head_width, n_classes, cfg.dropout, fused.shape[-1])(fused)
-    return keras.Model({**inputs, **{f"{m}_mask": masks_in[m] for m in names}}, out, name="three_branch" if len(names) == 3 else "_".join(names))
+    name = "three_branch" if len(towers) == 3 else "_".join(b for b, _ in branches)
+    return keras.Model({**inputs, **{f"{m}_mask": masks_in[m] for m in names}}, out, name=name)

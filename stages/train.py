@@ -23,7 +23,7 @@ from pipeline.errors import ConfigError
 from pipeline.keys import digest_bytes, digest_obj
 from pipeline.stage import Stage, register
 
-from .fuse import MODALITIES, load_fused
+from .fuse import BRANCHES, MODALITIES, load_fused
 from .splits import assign_splits  # noqa: F401  (kept importable here)
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ class TrainConfig:
     learning_rate: float = 0.001
     patience: int = 12
     seed: int = 0
-    # Also train text-only, image-only and audio-only models and report their test accuracy.
+    # Also train a model per branch (text; image + screen text; audio + transcript) and, where there are words,
+    # the model and each branch without them, and report their test accuracy (metrics.json "ablation").
     ablation: bool = True
     # Used only when the manifest has no split column values: a seeded stratified split.
     val_fraction: float = 0.15
@@ -91,6 +92,24 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
     return model, history.history
 
 
+
+
+WORDS = ("speech", "screen")  # the blocks that hold the words of a voice note and of a screenshot
+
+
+def ablation_sets(blocks: list[str]) -> dict[str, list[str]]:
+    """The reduced models the ablation trains: each branch alone (with its words), and — where the words
+    are there — the whole model and each branch without them (what the transcripts and screen text add)."""
+    sets = {b: [m for m in members if m in blocks] for b, members in BRANCHES.items()}
+    sets = {b: members for b, members in sets.items() if members and members != blocks}
+    words = [m for m in blocks if m in WORDS]
+    if words:
+        sets["fused_without_words"] = [m for m in blocks if m not in WORDS]
+        for b, members in BRANCHES.items():
+            plain = [m for m in members if m in blocks and m not in WORDS]
+            if plain and len(plain) < len([m for m in members if m in blocks]):
+                sets[f"{b}_without_words"] = plain
+    return {name: members for name, members in sets.items() if members}
 
 
 def predict_proba(model, arrays: dict[str, np.ndarray], modalities: list[str]) -> np.ndarray:
@@ -192,10 +211,10 @@ def fit_and_save(ctx: DatasetContext, kept, labels: list[str], stats, run_dir: P
     test = split == "test"
     ablation = {"fused": metrics["splits"]["test"].get("accuracy")}
     if cfg.ablation and len(modalities) > 1:
-        for m in modalities:
-            single, _ = _fit(arrays, y, split, [m], len(labels), cfg, None)
-            p = predict_proba(single, arrays, [m]).argmax(1)
-            ablation[m] = round(float((p[test] == y[test]).mean()), 4) if test.any() else None
+        for name, blocks in ablation_sets(modalities).items():
+            single, _ = _fit(arrays, y, split, blocks, len(labels), cfg, None)
+            p = predict_proba(single, arrays, blocks).argmax(1)
+            ablation[name] = round(float((p[test] == y[test]).mean()), 4) if test.any() else None
     metrics["ablation"] = ablation
     model.save(tmp_dir / "model.keras")
     stats.save(tmp_dir)

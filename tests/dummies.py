@@ -25,8 +25,9 @@ SMALL = [
     'cnn.weights="none"',
     "cnn.batch_size=4",
     f"bert.model={SHARED_TINY_BERT}",
+    'transcribe.model="package:whisper-tiny.en"',  # the packaged tiny.en: real weights, 0.3 s to load
 ]
-ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc"]
+ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc", "transcribe", "bert_speech", "ocr", "bert_screen"]
 
 
 def small_args(*extra: str) -> list[str]:
