@@ -1,22 +1,38 @@
 """Similarity search over the manifest's items: find past tickets like a query (text, screenshot, voice
 note, any mix) or like a known item.
 
-``Searcher(ws, items)`` opens the per-modality indexes under ``WORKDIR/index/`` (serving/index.py) and
+``Searcher(ws, items)`` opens the per-space indexes under ``WORKDIR/index/`` (serving/index.py) and
 brings them up to date with the items' committed features — adding only new feature keys, removing keys
 no item references, rebuilding a space whose files cannot be trusted. Queries are ``serving.query.Encoded``
 (features computed in memory by the stages' own code); ``like`` uses an item's cached features.
 
-Scores are cosines. With ``modality="all"`` an item's score is the mean cosine over the modalities present
-in both the query and the item, weighted by the share of the query's modalities the item has — i.e. the
-sum of its cosines divided by the number of query modalities, a modality the item lacks counting 0. An
-item matching only the screenshot of a message+screenshot+voice query cannot outrank one that matches
-all three about as well; an item with every query modality scores exactly the plain mean.
-``"modalities"`` in each result gives the per-modality cosines that went into it. Scoring is exact: every
-indexed vector is compared. Items with identical content share one vector and are returned together:
-when the k-th result ties with the next ones, those come too, so a result can hold more than k rows.
+Spaces: one per ``stages.fuse.MODALITIES`` entry. Three of them hold vectors of the same ``[bert]`` model
+— ``text`` (the typed message, ``bert``), ``speech`` (the voice note's transcript, ``bert_speech``) and
+``screen`` (the screenshot's text, ``bert_screen``) — so they are comparable with each other: together
+they are the **words** channel. ``image`` (cnn) and ``audio`` (mfcc) are one channel each.
+
+Scores are cosines. A query's word vectors — its typed text (``text``), the transcript of its voice note
+(``speech``), the text on its screenshot (``screen``) — are each compared with all three text spaces; an
+item's **words score** is the best cosine over those pairs, and the result says where it matched
+(``"matched"``: the item's ``text``, ``speech`` or ``screen``; ``"query_words"``: which of the query's
+words). So a typed query finds a voice-only ticket by what its note says and a screenshot-only ticket by
+what its screen shows, and a voice query finds a typed ticket about the same thing.
+
+With ``modality="all"`` an item's score is (its words score, if the query has words) + (its image cosine,
+if the query has an image) + (its audio cosine, if the query has audio), divided by the number of those
+channels the query has; a channel the item lacks counts 0. An item matching only the screenshot of a
+message+screenshot+voice query cannot outrank one that matches all three about as well; an item with
+every channel of the query scores exactly their mean. Other choices (``CHOICES``): ``words`` (the words
+channel alone), ``text`` / ``speech`` / ``screen`` (one text space, compared with every word vector of
+the query), ``image``, ``audio``. ``"modalities"`` in each result gives the per-space cosines (for a text
+space, the best over the query's word vectors). A query voice note without speech or a screenshot
+without text simply has no words there (``NoWords`` is not an error). Scoring is exact: every indexed
+vector is compared. Items with identical content share one vector and are returned together: when the
+k-th result ties with the next ones, those come too, so a result can hold more than k rows.
 
 The stable API (the HTTP service imports it): ``Searcher``, its ``search``, ``like``, ``item``,
-``cleaned_text``, ``modalities`` and ``update_stats``. Errors are ``pipeline.errors.SearchError``.
+``cleaned_text``, ``transcript``, ``screen_text``, ``words``, ``modalities`` and ``update_stats``.
+Errors are ``pipeline.errors.SearchError``.
 """
 
 from __future__ import annotations
@@ -27,15 +43,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import CacheCorruptError, SearchError
+from pipeline.errors import CacheCorruptError, SearchError, absent_kinds
 from pipeline.manifest import Item
+from pipeline.stage import STAGES
 from stages.fuse import MODALITIES, feature_keys
 
 from .index import IndexFolder
 from .space import Space
 from .query import Encoded
 
-CHOICES = ("all", *MODALITIES)
+# The spaces of the [bert] model (comparable with each other): the words channel.
+WORDS = tuple(m for m in ("text", "speech", "screen") if m in MODALITIES)
+CHOICES = ("all", "words", *WORDS, *(m for m in MODALITIES if m not in WORDS))
+# Where an item's words come from (stage, field) and what a result calls them.
+TEXT_STAGES = {"text": "clean_text", "speech": "transcribe", "screen": "ocr"}
+WORD_NAMES = {"text": "text", "speech": "said", "screen": "on_screen"}
 STANDARDIZED = {"mfcc"}  # MFCC dimensions have wildly different scales; BERT and CNN vectors do not
 # Threads per query: one exact search of one query is memory-bound, and on a small busy machine OpenMP
 # threads cost more than they save (measured 4 ms vs 48 ms at 50,000 x 384 on 2 shared cores).
@@ -62,11 +84,24 @@ class _Table:
 
 
 def problem(encoded: Encoded, modality: str) -> str:
-    """Why a query has no features for a modality: 'image: ImageDecodeError: cannot decode ...' or 'not given'."""
+    """Why a query has no features for a modality: 'image: ImageDecodeError: cannot decode ...',
+    'speech: no words (no speech in the voice note ...)' or 'speech: not given'."""
     if modality not in encoded.errors:
         return f"{modality}: not given"
     error, message = encoded.errors[modality]
-    return f"{modality}: {error}: {message.removeprefix(modality + ': ')}"
+    message = message.removeprefix(modality + ": ")
+    if error in absent_kinds():
+        return f"{modality}: no words ({message})"
+    return f"{modality}: {error}: {message}"
+
+
+def query_modalities(modality: str) -> list[str] | None:
+    """What a query must encode for a search by ``modality`` (None: everything)."""
+    if modality == "all":
+        return None
+    if modality == "words" or modality in WORDS:
+        return list(WORDS)
+    return [modality]
 
 
 class Searcher:
@@ -81,7 +116,7 @@ class Searcher:
         self._keys = self._feature_keys(items)  # modality -> {item id -> feature key}
         self._spaces: dict[str, Space] = {}
         self._tables: dict[str, _Table] = {}
-        self._clean_keys: dict[str, str] | None = None
+        self._text_keys: dict[str, dict[str, str]] | None = None  # text stage -> {item id -> key}
         self.update_stats: dict[str, dict] = {}
         with IndexFolder(ws.workdir / "index", progress=progress) as folder:
             for modality, stage in MODALITIES.items():
@@ -115,36 +150,41 @@ class Searcher:
     # ---- queries -------------------------------------------------------------------------------
     def search(self, encoded: Encoded, k: int = 10, modality: str = "all", exclude: set[str] = frozenset()) -> list[dict]:
         """Items most similar to an encoded query, best first."""
-        wanted = self._wanted(modality)
-        given = {m: v for m, v in encoded.features.items() if m in wanted}
+        channels = self._channels(modality)
+        wanted = list(dict.fromkeys(m for sources, _ in channels.values() for m in sources))
+        given = {m: np.asarray(v, np.float32).reshape(-1) for m, v in encoded.features.items() if m in wanted}
         if not given:
             reasons = "; ".join(problem(encoded, m) for m in wanted)
             raise SearchError(f"query {encoded.id!r} has no usable modality ({reasons})")
-        usable = {m: v for m, v in given.items() if m in self._spaces}
-        if not usable:
-            raise self._not_indexed(list(given))
-        vectors = {}
-        for m, v in usable.items():
-            space = self._spaces[m]
-            if np.asarray(v).size != space.dim:
-                raise SearchError(f"query {encoded.id!r}: its {m} vector has {np.asarray(v).size} dimensions, the "
-                                  f"index {space.dim}; encode queries with the same config as the index")
-            vectors[m] = space.prepare(v)[0]
-        return self._rank(vectors, k, exclude)
+
+        def query_vector(source: str, space: Space) -> np.ndarray:
+            if given[source].size != space.dim:
+                raise SearchError(f"query {encoded.id!r}: its {source} vector has {given[source].size} dimensions, "
+                                  f"the {space.name} index {space.dim}; encode queries with the same config as the index")
+            return space.prepare(given[source])[0]
+
+        return self._rank(self._plan(channels, set(given), query_vector), k, exclude)
 
     def like(self, item_id: str, k: int = 10, modality: str = "all") -> list[dict]:
-        """Items most similar to a manifest item, from its cached features; the item itself is left out
-        (other items with identical content are returned)."""
+        """Items most similar to a manifest item, from its cached features (its word vectors compared the
+        same way as a query's); the item itself is left out (other items with identical content are returned)."""
         if item_id not in self._items:
             close = difflib.get_close_matches(item_id, self._order, n=1)
             raise SearchError(f"unknown item id {item_id!r}: not in the manifest" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        wanted = self._wanted(modality)
-        vectors = {m: self._spaces[m].vector(self._keys[m][item_id])
-                   for m in wanted if m in self._spaces and item_id in self._keys.get(m, {})}
-        if not vectors:
+        channels = self._channels(modality)
+        own = {m: self._spaces[m].vector(self._keys[m][item_id]) for sources, _ in channels.values() for m in sources
+               if m in self._spaces and item_id in self._keys.get(m, {})}
+
+        def query_vector(source: str, space: Space) -> np.ndarray:
+            # A stored vector is prepared for its own space; the text spaces are not standardized, so for
+            # another text space preparing again only re-normalises it.
+            return own[source] if source == space.name else space.prepare(own[source])[0]
+
+        plan = self._plan(channels, set(own), query_vector, raise_not_indexed=False)
+        if not plan:
             raise SearchError(f"item {item_id!r} has no indexed {'' if modality == 'all' else modality + ' '}features "
                               "(its inputs are missing or failed; see 'mmp status')")
-        return self._rank(vectors, k, {item_id})
+        return self._rank(plan, k, {item_id})
 
     def item(self, item_id: str) -> Item | None:
         return self._items.get(item_id)
@@ -152,50 +192,101 @@ class Searcher:
     def cleaned_text(self, item_id: str) -> str | None:
         """The item's cleaned text from the clean_text cache (None if it has none or it is not computed).
         Reads through ``ws.store``, whose SQLite connection belongs to the thread that opened ``ws``."""
-        if item_id not in self._items:
+        return self._cached_text("text", item_id)
+
+    def transcript(self, item_id: str) -> str | None:
+        """What the item's voice note says, from the transcribe cache (None: no note, no words, not computed)."""
+        return self._cached_text("speech", item_id)
+
+    def screen_text(self, item_id: str) -> str | None:
+        """The text on the item's screenshot, lines joined by newlines, from the ocr cache (None as above)."""
+        return self._cached_text("screen", item_id)
+
+    def words(self, item_id: str) -> dict[str, str]:
+        """The item's words that exist: {"text": typed, "said": transcript, "on_screen": screen text}."""
+        out = {}
+        for source, name in WORD_NAMES.items():
+            value = self._cached_text(source, item_id)
+            if value:
+                out[name] = value
+        return out
+
+    def _cached_text(self, source: str, item_id: str) -> str | None:
+        stage = TEXT_STAGES[source]
+        if item_id not in self._items or stage not in STAGES:
             return None
-        if self._clean_keys is None:
-            plans = self.ws.plan(["clean_text"], list(self._items.values()), dry=True)
-            self._clean_keys = next(p.keys for p in plans if p.stage.name == "clean_text")
-        key = self._clean_keys.get(item_id)
+        if self._text_keys is None:  # planned once (dry: nothing runs), for the three text stages together
+            names = [s for s in TEXT_STAGES.values() if s in STAGES]
+            plans = list(self.ws.plan(names, list(self._items.values()), dry=True))
+            self._text_keys = {p.stage.name: p.keys for p in plans if p.stage.name in names}
+        key = self._text_keys.get(stage, {}).get(item_id)
         if key is None:
             return None
-        try:
-            return self.ws.store.read("clean_text", [key])[key]["text"]
+        try:  # not committed (failed, NoWords, not computed yet) or unreadable: no text
+            return self.ws.store.read(stage, [key])[key]["text"]
         except (KeyError, CacheCorruptError):
             return None
 
     # ---- scoring -------------------------------------------------------------------------------
-    def _wanted(self, modality: str) -> list[str]:
+    def _channels(self, modality: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """channel -> (the query's modalities it uses, the spaces it compares them with)."""
         if modality not in CHOICES:
             raise SearchError(f"unknown modality {modality!r}; use one of {', '.join(CHOICES)}")
         if modality == "all":
-            return list(MODALITIES)
+            return {"words": (WORDS, WORDS), **{m: ((m,), (m,)) for m in MODALITIES if m not in WORDS}}
+        if modality == "words":
+            if not any(m in self._spaces for m in WORDS):
+                raise self._not_indexed(list(WORDS))
+            return {"words": (WORDS, WORDS)}
         if modality not in self._spaces:
             raise self._not_indexed([modality])
-        return [modality]
+        return {modality: (WORDS if modality in WORDS else (modality,), (modality,))}
+
+    def _plan(self, channels, sources: set[str], query_vector, raise_not_indexed: bool = True) -> dict[str, list]:
+        """channel -> [(query modality, space, prepared query vector)] for the pairs both sides have."""
+        plan, unindexed = {}, []
+        for channel, (wanted, spaces) in channels.items():
+            have = [m for m in wanted if m in sources]
+            if not have:
+                continue
+            pairs = [(m, name, query_vector(m, self._spaces[name])) for name in spaces if name in self._spaces for m in have]
+            if pairs:
+                plan[channel] = pairs
+            else:
+                unindexed += [name for name in spaces if name not in unindexed]
+        if not plan and raise_not_indexed:
+            raise self._not_indexed(unindexed)
+        return plan
 
     def _not_indexed(self, modalities: list[str]) -> SearchError:
         have = ", ".join(f"{m} ({self._spaces[m].size} vectors)" for m in self.modalities) or "nothing"
         return SearchError(f"no items with {' or '.join(modalities)} features are indexed; run mmp features "
                            f"(indexed: {have})")
 
-    def _rank(self, vectors: dict[str, np.ndarray], k: int, exclude) -> list[dict]:
+    def _rank(self, plan: dict[str, list], k: int, exclude) -> list[dict]:
         if k < 1:
             raise SearchError(f"k must be at least 1, not {k}")
         n = len(self._order)
         total, count = np.zeros(n), np.zeros(n, np.int64)
-        per: dict[str, np.ndarray] = {}
-        for m, query in vectors.items():
-            table = self._tables[m]
-            ids, scores = self._spaces[m].scores(query)
-            by_key = table.by_position(ids, scores)
-            per[m] = np.full(n, np.nan, np.float32)
-            per[m][table.pair_item] = by_key[table.pair_pos]
-            total[table.pair_item] += by_key[table.pair_pos]
-            count[table.pair_item] += 1
-        # mean over the shared modalities x the share of the query's modalities the item has
-        mean = np.where(count > 0, total / max(len(vectors), 1), -np.inf)
+        per: dict[str, np.ndarray] = {}  # space -> the item's best cosine in it (nan: the item has none)
+        match = None  # (pair index per item, the pairs) of the words channel
+        for channel, pairs in plan.items():
+            best, which = np.full(n, -np.inf), np.full(n, -1, np.int64)
+            for j, (_, name, query) in enumerate(pairs):
+                table = self._tables[name]
+                ids, scores = self._spaces[name].scores(query)
+                cosines = np.full(n, np.nan, np.float32)
+                cosines[table.pair_item] = table.by_position(ids, scores)[table.pair_pos]
+                per[name] = cosines if name not in per else np.fmax(per[name], cosines)
+                better = cosines > best  # strictly: a tie keeps the earlier pair (text before speech, screen)
+                best[better], which[better] = cosines[better], j
+            present = which >= 0
+            total[present] += best[present]
+            count[present] += 1
+            if all(name in WORDS for _, name, _ in pairs):
+                match = (which, pairs)
+        # the channels' cosines summed over the query's channels: a channel the item lacks counts 0
+        mean = np.where(count > 0, total / max(len(plan), 1), -np.inf)
         for item_id in exclude:
             if item_id in self._row:
                 mean[self._row[item_id]] = -np.inf
@@ -204,9 +295,14 @@ class Searcher:
             kth = -np.partition(-mean[candidates], k - 1)[k - 1]
             candidates = candidates[mean[candidates] >= kth]
         order = candidates[np.argsort(-mean[candidates], kind="stable")]  # ties keep manifest order
-        return [self._result(r, mean[r], {m: s[r] for m, s in per.items() if not np.isnan(s[r])}) for r in order]
+        results = []
+        for r in order:
+            matched = match[1][match[0][r]] if match is not None and match[0][r] >= 0 else None
+            results.append(self._result(r, mean[r], {m: s[r] for m, s in per.items() if not np.isnan(s[r])}, matched))
+        return results
 
-    def _result(self, row: int, score: float, parts: dict[str, float]) -> dict:
+    def _result(self, row: int, score: float, parts: dict[str, float], matched) -> dict:
         item = self._items[self._order[row]]
         return {"id": item.id, "score": round(float(score), 6), "label": item.label, "split": item.split,
-                "modalities": {m: round(float(s), 6) for m, s in parts.items()}}
+                "modalities": {m: round(float(parts[m]), 6) for m in MODALITIES if m in parts},
+                "matched": matched[1] if matched else None, "query_words": matched[0] if matched else None}

@@ -2,10 +2,14 @@
 
 A query is ``--text/--image/--audio`` (any mix, one query), ``--like ID`` (an indexed item) or
 ``--query-manifest Q.csv`` (one query per row, the manifest's columns, paths relative to its folder).
-Results print as a table with a snippet of each hit's cleaned text, or with ``--json`` as one object per
-query per line: ``{"query": ID, "results": [{"id", "score", "label", "split", "modalities"}, ...]}``.
+The query's words — its text, its voice note's transcript, its screenshot's text — are compared with
+every item's typed message, transcript and screen text (serving/search.py). Results print as a table
+whose text column shows where the item matched (``said: <transcript>``, ``on screen: <screen text>``,
+or its typed message), or with ``--json`` as one object per query per line: ``{"query": ID, "results":
+[{"id", "score", "label", "split", "modalities", "matched", "query_words", "words"}, ...]}``.
 A query that cannot be used (an undecodable screenshot, an empty voice note, a missing file) is an error
-naming its type and cause, exit 2; in a query manifest the other rows are still answered.
+naming its type and cause, exit 2; in a query manifest the other rows are still answered. A voice note
+without speech or a screenshot without text is not an error: the query just has no words there.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from __future__ import annotations
 import json
 import sys
 
-from pipeline.errors import SearchError
+from pipeline.errors import SearchError, absent_kinds
 
 SNIPPET = 60
+# serving.search.CHOICES, spelled out: every mmp command builds this parser, and serving.search imports numpy
+# (a no-op run must not). tests/test_search_words.py checks the two agree.
+CHOICES = ("all", "words", "text", "speech", "screen", "image", "audio")
 
 
 def add_parsers(sub, common) -> None:
@@ -25,21 +32,31 @@ def add_parsers(sub, common) -> None:
                        "features (the index under WORKDIR/index is brought up to date first). The query goes "
                        "through the pipeline's own cleaning and feature code, in memory; nothing is cached.")
     q = p.add_argument_group("query: any of --text/--image/--audio (one combined query), or --like, or --query-manifest")
-    q.add_argument("--text", metavar="Q", help="query text")
-    q.add_argument("--image", metavar="FILE", help="query image (a screenshot)")
-    q.add_argument("--audio", metavar="FILE", help="query audio (a voice note)")
+    q.add_argument("--text", metavar="Q", help="query text (matches typed messages, what voice notes say and "
+                   "what screenshots show)")
+    q.add_argument("--image", metavar="FILE", help="query image (a screenshot: its picture, and the text on it "
+                   "as words)")
+    q.add_argument("--audio", metavar="FILE", help="query audio (a voice note: its sound, and its transcript as words)")
     q.add_argument("--like", metavar="ID", help="an item's own cached features as the query (the item itself is "
                    "left out of its results; other items with identical content are returned)")
     q.add_argument("--query-manifest", metavar="Q.csv", help="one query per row (manifest columns, paths relative "
                    "to its folder); rows that fail are reported, the rest answered (exit 2 if any failed)")
-    p.add_argument("--modality", choices=["all", "text", "image", "audio"], default="all",
-                   help="space to search (default all: an item's score is the mean cosine over the modalities "
-                   "present in both the query and the item, times the share of the query's modalities the item "
-                   "has; a modality the item lacks counts 0)")
+    p.add_argument("--modality", choices=list(CHOICES), default="all",
+                   help="what to compare (default all). The words channel: the query's text, its voice note's "
+                   "transcript and its screenshot's text are each compared with every item's typed message "
+                   "(text), transcript (speech) and screen text (screen), all embedded by the [bert] model; the "
+                   "item's words score is the best of those cosines, and the result says where it matched. "
+                   "all: (words score if the query has words + image cosine if it has an image + audio cosine "
+                   "if it has audio) / the number of those channels the query has, a channel the item lacks "
+                   "counting 0. words: the words channel alone. text, speech, screen: one of the item's text "
+                   "spaces, compared with every word vector of the query. image, audio: that space alone")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results per query (default 10; items with content identical "
                    "to the k-th come with it; a k beyond the index returns every item)")
     p.add_argument("--json", action="store_true", help='one line per query: {"query": ID, "results": [{"id", '
-                   '"score", "label", "split", "modalities"}]} ("query" is "query" for a single query)')
+                   '"score", "label", "split", "modalities", "matched", "query_words", "words"}]} ("query" is '
+                   '"query" for a single query; "matched" is the item\'s text space that gave its words score '
+                   '(text, speech or screen; null if none did), "query_words" the query\'s words that matched '
+                   'it, "words" the item\'s {"text", "said", "on_screen"}, those it has)')
     common(p)
     p.set_defaults(handler=cmd_search)
     p = sub.add_parser("index", help="bring the search indexes up to date (adds new feature keys, drops unused ones)")
@@ -115,7 +132,7 @@ def _queries(args, config):
 
 
 def cmd_search(args) -> int:
-    from .search import problem
+    from .search import problem, query_modalities
 
     config, items = _load(args)
     queries, encoder = _queries(args, config)
@@ -124,9 +141,8 @@ def cmd_search(args) -> int:
         if args.like:
             _emit(args, searcher, "query", searcher.like(args.like, args.k, args.modality), like=args.like)
             return 0
-        wanted = None if args.modality == "all" else [args.modality]
-        encoded = encoder.encode([item for _, item in queries], modalities=wanted)
-        failed = 0
+        encoded = encoder.encode([item for _, item in queries], modalities=query_modalities(args.modality))
+        failed, absent = 0, absent_kinds()
         for (query_id, _), enc in zip(queries, encoded):
             try:
                 results = searcher.search(enc, args.k, args.modality)
@@ -138,23 +154,54 @@ def cmd_search(args) -> int:
                 if args.json:
                     print(json.dumps({"query": query_id, "error": "SearchError", "message": str(exc), "results": []}))
                 continue
-            for m in enc.errors:  # the query was answered from its other modalities
-                print(f"warning: query {query_id!r} left out {problem(enc, m)}", file=sys.stderr)
-            _emit(args, searcher, query_id, results, used=sorted(enc.features))
+            for m, (error, _) in enc.errors.items():  # the query was answered from its other modalities
+                if error not in absent and not _same_failure(enc, m):  # no words is not a failure
+                    print(f"warning: query {query_id!r} left out {problem(enc, m)}", file=sys.stderr)
+            _emit(args, searcher, query_id, results, used=sorted(enc.features), encoded=enc)
         return 2 if failed else 0
     finally:
         ws.close()
 
 
-def _emit(args, searcher, query_id: str, results: list[dict], used=None, like=None) -> None:
+# A query's speech and screen words are read from its voice note and screenshot: when the file itself
+# failed, the audio / image warning already says so.
+_READ_FROM = {"speech": "audio", "screen": "image"}
+
+
+def _same_failure(encoded, modality: str) -> bool:
+    source = _READ_FROM.get(modality)
+    return source is not None and encoded.errors.get(source, ("",))[0] == encoded.errors[modality][0]
+
+
+def snippet(text: str) -> str:
+    text = " ".join(text.split())  # newlines (screen text lines) and runs of spaces: one space
+    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+
+
+def where_matched(result: dict, words: dict[str, str]) -> str:
+    """The text column: the words the item matched by ("said: …", "on screen: …", or its typed text);
+    without a words match, its typed text, else what it said, else what its screen shows."""
+    order = {"speech": ("said", "text", "on_screen"), "screen": ("on_screen", "text", "said")}.get(
+        result.get("matched"), ("text", "said", "on_screen"))
+    for name in order:
+        if words.get(name):
+            prefix = {"text": "", "said": "said: ", "on_screen": "on screen: "}[name]
+            return prefix + snippet(words[name])
+    return ""
+
+
+def _emit(args, searcher, query_id: str, results: list[dict], used=None, like=None, encoded=None) -> None:
+    results = [{**r, "words": searcher.words(r["id"])} for r in results]
     if args.json:
         print(json.dumps({"query": query_id, **({"like": like} if like else {}), "results": results}, ensure_ascii=False))
         return
     what = f"like {like}" if like else f"{query_id} ({', '.join(used or [])})"
     print(f"{what}: {len(results)} result(s), modality {args.modality}")
+    for m, label in (("speech", "said"), ("screen", "on screen")):  # the query's own words, as read
+        if encoded is not None and m in encoded.cleaned:
+            print(f"  query {label}: {snippet(encoded.cleaned[m].get('text', ''))}")
     print(f"{'rank':>4}  {'score':>6}  {'id':<12} {'label':<14} {'split':<5}  {'per modality':<28} text")
     for rank, r in enumerate(results, start=1):
         parts = " ".join(f"{m} {s:.2f}" for m, s in r["modalities"].items())
-        text = (searcher.cleaned_text(r["id"]) or "").replace("\n", " ")
-        text = text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+        text = where_matched(r, r["words"])
         print(f"{rank:>4}  {r['score']:6.3f}  {r['id']:<12} {r['label']:<14} {r['split']:<5}  {parts:<28} {text}")

@@ -72,7 +72,8 @@ def test_text_query_json_format_and_identical_items_together(setup, capsys):
     (answer,), _ = search_json(setup, capsys, "--text", TEXTS[2], "-k", "3")
     assert answer["query"] == "query"
     top = answer["results"][0]
-    assert set(top) == {"id", "score", "label", "split", "modalities"}
+    assert set(top) == {"id", "score", "label", "split", "modalities", "matched", "query_words", "words"}
+    assert (top["matched"], top["query_words"], top["words"]) == ("text", "text", {"text": TEXTS[2]})
     assert (top["id"], top["label"], top["split"]) == ("item002", "a", "test") and top["score"] > 0.999
     assert list(top["modalities"]) == ["text"]
     # item000 and dup share every feature key: with -k 1 both come back, with the same score
@@ -187,22 +188,28 @@ def test_incremental_updates_add_and_remove_exactly_the_change(setup):
     ws.close()
     ws, again = open_searcher(setup, rows=base)
     ws.close()
-    assert again.update_stats == {m: {"added": 0, "removed": 0, "rebuilt": False} for m in ("text", "image", "audio")}
+    # (these tones and noise images have no words: the speech and screen spaces stay empty)
+    assert again.update_stats == {m: {"added": 0, "removed": 0, "rebuilt": False} for m in MODALITIES}
     new = _rows(setup["root"], 20, 3, ["bread horse", "cannot eating", "piece of food"])
     grown = write_manifest(setup["root"] / "grown.csv", base + new)
     run(grown, setup["work"])
     ws, searcher = open_searcher(setup, rows=base + new)
     results = searcher.like("item020", k=1, modality="text")
     ws.close()
-    assert searcher.update_stats == {m: {"added": 3, "removed": 0, "rebuilt": False} for m in ("text", "image", "audio")}
+    assert searcher.update_stats == {m: {"added": 3, "removed": 0, "rebuilt": False} if m in TONES else NOTHING for m in MODALITIES}
     assert results[0]["id"] != "item020"
     gone = {"item001", "item002"}
     ws, smaller = open_searcher(setup, rows=[r for r in base + new if r["id"] not in gone])
     ws.close()
-    assert smaller.update_stats == {m: {"added": 0, "removed": 2, "rebuilt": False} for m in ("text", "image", "audio")}
+    assert smaller.update_stats == {m: {"added": 0, "removed": 2, "rebuilt": False} if m in TONES else NOTHING for m in MODALITIES}
     ws, back = open_searcher(setup, rows=base)  # dropping the new items and re-adding removed ones
     ws.close()
-    assert back.update_stats == {m: {"added": 2, "removed": 3, "rebuilt": False} for m in ("text", "image", "audio")}
+    assert back.update_stats == {m: {"added": 2, "removed": 3, "rebuilt": False} if m in TONES else NOTHING for m in MODALITIES}
+
+
+MODALITIES = ("text", "image", "audio", "speech", "screen")
+TONES = ("text", "image", "audio")  # the spaces these items have vectors in
+NOTHING = {"added": 0, "removed": 0, "rebuilt": False}
 
 
 def _break(folder, how):
