@@ -123,8 +123,8 @@ _LOCK = threading.Lock()
 
 
 def load(files: ModelFiles, device: str, compute_type: str, threads: int):
-    """A ``faster_whisper.WhisperModel`` for these files and settings, shared by every stage object in the
-    process (the batch stage, the server's queries)."""
+    """(``faster_whisper.WhisperModel``, its lock) for these files and settings, shared by every stage object
+    in the process (the batch stage, the server's queries); decode under the lock, one call at a time."""
     key = (files.spec, tuple(files.paths()), device, compute_type, threads)
     with _LOCK:
         if key not in _LOADED:
@@ -132,6 +132,6 @@ def load(files: ModelFiles, device: str, compute_type: str, threads: int):
 
             data = read_checked(files)
             # With files given in memory, nothing is looked up on disk or on a hub.
-            _LOADED[key] = WhisperModel(files.spec, device=device, compute_type=compute_type, cpu_threads=threads,
-                                        local_files_only=True, files=data)
+            _LOADED[key] = (WhisperModel(files.spec, device=device, compute_type=compute_type, cpu_threads=threads,
+                                         local_files_only=True, files=data), threading.Lock())
         return _LOADED[key]

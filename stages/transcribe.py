@@ -7,9 +7,11 @@ a 40 s note is transcribed to its end.
 
 Whisper invents text on silence, music and noise ("Thank you for watching"), so words are guarded in
 layers: Silero VAD (``faster-whisper``'s, ONNX) runs first and a note without speech is ``NoWords``
-without decoding; decoding sees only the speech regions (``vad_filter``), never conditions on its own
-previous text, drops segments whose no-speech probability is high while their log-probability is low,
-and a word or phrase repeated more than ``max_repeats`` times in a row is cut back. A note with no words
+without decoding; decoding sees only the speech regions it found (merged into pieces of at most 30 s),
+never conditions on its own previous text, drops segments whose no-speech probability is high while
+their log-probability is low (or is very high on its own: ``no_speech_max``), and a word or phrase repeated more than ``max_repeats`` times in a row is
+cut back. The pieces of all the notes in a batch are decoded together, ``batch_size`` per forward pass
+(faster-whisper's batched pipeline); a lone note, such as a query, is a batch of one. A note with no words
 left is ``NoWords``: not a failure, the item simply has no transcript (downstream: zeros + mask 0).
 
 The transcript goes through ``clean_text``'s own ``clean()`` with the ``[clean_text]`` settings (they are in
@@ -20,9 +22,9 @@ the ``[bert]`` model. Outputs: ``text``, ``language`` (detected or fixed), ``lan
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,7 @@ from .clean_audio import read_audio, to_mono
 from .clean_text import clean
 
 RATE = 16000  # what Whisper and Silero VAD take
+WINDOW = 30  # seconds Whisper sees at once
 
 
 @dataclass
@@ -51,11 +54,17 @@ class TranscribeConfig:
     vad: bool = True
     vad_threshold: float = 0.5
     min_speech_ms: int = 250
-    # A segment is dropped when its no-speech probability is above this and its avg log-prob below the next.
+    # A segment is dropped when its no-speech probability is above this and its avg log-prob below the next ...
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
+    # ... or when its no-speech probability alone is above this (measured: speech 0.03-0.25, Whisper's
+    # "Thank you." on a short tone 0.81-0.85 with a log-prob of -0.98, which the rule above lets through).
+    no_speech_max: float = 0.5
+    # Words that tell Whisper what to expect (product names, the domain), e.g. "PayPal, Apple Pay, two-factor".
+    prompt: str = ""
     # A word or phrase (up to 4 words) repeated more than this many times in a row is cut back to this many.
     max_repeats: int = 3
+    # Speech pieces (up to 30 s each, from one note or several) decoded together in one forward pass.
     batch_size: int = execution_only(8)
     # 0 = the cores this process may use
     threads: int = execution_only(0)
@@ -69,6 +78,8 @@ class TranscribeConfig:
             return f"beam_size must be within 1..16, not {self.beam_size}"
         if self.language != "auto" and not re.fullmatch(r"[a-z]{2,3}", self.language):
             return f"language must be auto or a language code such as en or zh, not {self.language!r}"
+        if not 0 < self.no_speech_max <= 1 or not 0 < self.no_speech_threshold <= 1:
+            return "no_speech_max and no_speech_threshold must be within 0..1"
         if not 0 < self.vad_threshold < 1:
             return f"vad_threshold must be within 0..1, not {self.vad_threshold}"
         if self.max_repeats < 1:
@@ -122,48 +133,127 @@ class Transcribe(Stage):
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = device
-        self.model = speech_model.load(speech_model.resolve(cfg.model), device, cfg.compute_type, cfg.threads or cpu_count())
+        self.model, self.lock = speech_model.load(speech_model.resolve(cfg.model), device, cfg.compute_type,
+                                                  cfg.threads or cpu_count())
         if cfg.language != "auto" and cfg.language not in self.model.supported_languages:
             raise ConfigError(f"transcribe.language {cfg.language!r} is not one this model knows "
                               f"({', '.join(self.model.supported_languages[:12])}, ...)")
-        self.lock = threading.Lock()  # one decode at a time per model (the server calls from threads)
 
     def describe_run(self) -> dict[str, Any]:
         return {"model": self.config.model, "device": getattr(self, "device", self.config.device),
                 "compute_type": self.config.compute_type, "language": self.config.language}
 
-    def speech(self, audio) -> float:
-        """Seconds of speech Silero VAD finds (the whole note when VAD is off)."""
+    def speech(self, audio) -> list[tuple[int, int]]:
+        """Speech regions (sample ranges) Silero VAD finds, merged into pieces of at most 30 s (Whisper's
+        window); the whole note in 30 s pieces when VAD is off."""
         if not self.config.vad:
-            return audio.size / RATE
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+            found = [(s, min(s + WINDOW * RATE, audio.size)) for s in range(0, audio.size, WINDOW * RATE)]
+        else:
+            from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-        found = get_speech_timestamps(audio, VadOptions(threshold=self.config.vad_threshold,
-                                                        min_speech_duration_ms=self.config.min_speech_ms))
-        return sum(c["end"] - c["start"] for c in found) / RATE
+            found = [(c["start"], c["end"]) for c in get_speech_timestamps(audio, VadOptions(
+                threshold=self.config.vad_threshold, min_speech_duration_ms=self.config.min_speech_ms,
+                max_speech_duration_s=WINDOW))]
+        pieces: list[tuple[int, int]] = []
+        for start, end in found:
+            if pieces and end - pieces[-1][0] <= WINDOW * RATE:
+                pieces[-1] = (pieces[-1][0], end)
+            else:
+                pieces.append((start, end))
+        return pieces
 
-    def process_one(self, record: dict) -> dict:
+    def prepare(self, record: dict) -> tuple[Any, list[tuple[int, int]], float]:
+        """(16 kHz mono samples, speech pieces, seconds) for one note; NoWords when it holds no speech."""
         import numpy as np
 
-        cfg, audio_cfg = self.config, self.used["clean_audio"]
+        audio_cfg = self.used["clean_audio"]
         data, sr = read_audio(record["path"], audio_cfg.max_input_seconds)
         audio = to_mono(data, sr, RATE)
         seconds = audio.size / RATE
         if audio.size == 0 or float(np.abs(audio).max()) < audio_cfg.silence_peak:
             raise NoWords("the voice note is silent")
-        speech = self.speech(audio)
-        if speech == 0:
+        pieces = self.speech(audio)
+        if not pieces:
             raise NoWords(f"no speech in the voice note ({seconds:.1f} s; voice activity detection found none)")
-        language = None if cfg.language == "auto" or not self.model.model.is_multilingual else cfg.language
+        return audio, pieces, seconds
+
+    def process(self, batch: list[dict]) -> list[dict | Exception]:
+        """Every note's speech pieces decoded together, ``batch_size`` pieces per forward pass
+        (faster-whisper's batched pipeline over the notes laid end to end); a note that cannot be read
+        fails alone. A single note (a query) goes the same way, as a batch of one."""
+        import numpy as np
+
+        outs: list[Any] = [None] * len(batch)
+        notes = []
+        for n, record in enumerate(batch):
+            try:
+                notes.append((n, *self.prepare(record)))
+            except Exception as exc:  # noqa: BLE001 - per-item outcomes are data
+                outs[n] = exc
+        if notes:
+            audio = np.concatenate([a for _, a, _, _ in notes])
+            stamps, owner, offset = [], [], 0
+            for k, (_, a, pieces, _) in enumerate(notes):
+                stamps += [{"start": (offset + s) / RATE, "end": (offset + e) / RATE} for s, e in pieces]
+                owner += [k] * len(pieces)
+                offset += a.size
+            texts, languages = self.decode(audio, stamps)
+            for k, (n, a, pieces, seconds) in enumerate(notes):
+                mine = [i for i, o in enumerate(owner) if o == k]
+                said = " ".join(texts[i] for i in mine if texts[i])
+                text = clean(cut_repeats(said, self.config.max_repeats), self.used["clean_text"])
+                speech = sum(e - s for s, e in pieces) / RATE
+                if not text:
+                    outs[n] = NoWords(f"no words recognised in {speech:.1f} s of speech")
+                    continue
+                language, probability = languages[mine[0]]
+                outs[n] = {"text": text, "language": language, "language_probability": round(float(probability), 4),
+                           "speech_seconds": round(float(speech), 3), "seconds": round(float(seconds), 3)}
+        return outs
+
+    def decode(self, audio, stamps: list[dict]) -> tuple[list[str], list[tuple[str, float]]]:
+        """Text and (language, probability) per speech piece. Segments that are probably not speech (a high
+        no-speech probability with a low log-probability) are dropped."""
+        from faster_whisper import BatchedInferencePipeline
+
+        cfg = self.config
+        fixed = cfg.language if cfg.language != "auto" else (None if self.model.model.is_multilingual else "en")
+        texts = [""] * len(stamps)
+        starts = [round(s["start"], 3) for s in stamps]
         with self.lock:
-            segments, info = self.model.transcribe(
-                audio, language=language, beam_size=cfg.beam_size, vad_filter=cfg.vad,
-                vad_parameters={"threshold": cfg.vad_threshold, "min_speech_duration_ms": cfg.min_speech_ms},
-                condition_on_previous_text=False, no_speech_threshold=cfg.no_speech_threshold,
-                log_prob_threshold=cfg.log_prob_threshold, without_timestamps=True)
-            said = " ".join(s.text.strip() for s in segments)
-        text = clean(cut_repeats(said, cfg.max_repeats), self.used["clean_text"])
-        if not text:
-            raise NoWords(f"no words recognised in {speech:.1f} s of speech")
-        return {"text": text, "language": str(info.language), "language_probability": float(info.language_probability),
-                "speech_seconds": round(float(speech), 3), "seconds": round(float(seconds), 3)}
+            seen = _Languages(self.model.model) if fixed is None else None
+            if seen is not None:
+                self.model.model = seen  # records the language Whisper detects for each piece
+            try:
+                segments, _ = BatchedInferencePipeline(self.model).transcribe(
+                    audio, language=fixed or "en", multilingual=fixed is None, beam_size=cfg.beam_size,
+                    clip_timestamps=stamps, batch_size=max(1, cfg.batch_size), without_timestamps=True,
+                    initial_prompt=cfg.prompt or None,
+                    log_prob_threshold=cfg.log_prob_threshold, no_speech_threshold=cfg.no_speech_threshold)
+                for seg in segments:
+                    if seg.no_speech_prob > cfg.no_speech_max or (
+                            seg.no_speech_prob > cfg.no_speech_threshold and seg.avg_logprob < cfg.log_prob_threshold):
+                        continue
+                    piece = bisect.bisect_right(starts, round(seg.start, 3) + 1e-3) - 1
+                    texts[piece] = (texts[piece] + " " + seg.text.strip()).strip()
+            finally:
+                if seen is not None:
+                    self.model.model = seen.inner
+        languages = seen.found if seen is not None else [(fixed, 1.0)] * len(stamps)
+        return texts, languages
+
+
+class _Languages:
+    """The CTranslate2 model, remembering what ``detect_language`` found for each piece, in order (the
+    batched pipeline detects each piece's language but does not return it)."""
+
+    def __init__(self, inner):
+        self.inner, self.found = inner, []
+
+    def detect_language(self, encoded):
+        result = self.inner.detect_language(encoded)
+        self.found += [(token.strip("<|>"), float(p)) for token, p in (r[0] for r in result)]
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)

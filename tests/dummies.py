@@ -27,7 +27,10 @@ SMALL = [
     f"bert.model={SHARED_TINY_BERT}",
     'transcribe.model="package:whisper-tiny.en"',  # the packaged tiny.en: real weights, 0.3 s to load
 ]
-ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc", "transcribe", "bert_speech", "ocr", "bert_screen"]
+ALL_STAGES = ["clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc"]
+# The words stages run in every `mmp features` too; on these tests' tones and noise images they find no
+# words (NoWords, not failures), so counts() leaves them out; their own tests check them.
+WORD_STAGES = ["transcribe", "bert_speech", "ocr", "bert_screen"]
 
 
 def small_args(*extra: str) -> list[str]:
@@ -109,4 +112,4 @@ def run(manifest: Path | list[Path], workdir: Path, *extra: str, command: str = 
 
 
 def counts(report: dict, field: str) -> dict[str, int]:
-    return {name: s[field] for name, s in report["stages"].items()}
+    return {name: s[field] for name, s in report["stages"].items() if name not in WORD_STAGES}

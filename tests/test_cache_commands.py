@@ -48,7 +48,7 @@ def test_status_reasons_failures_by_type_waiting_and_skipped(tmp_path, capsys):
     args = ["-m", str(m), "-m", str(m2), "-w", str(tmp_path / "w"), *small_args(*bert, "--set", "mfcc.n_mfcc=7")]
     code, lines = status_lines(capsys, *args)
     assert code == 0
-    assert lines == {
+    assert {s: line for s, line in lines.items() if s in ALL_STAGES} == {
         "clean_text": "clean_text fresh 4 | to compute 1 (1 new item)",
         "bert": "bert fresh 0 | to compute 5 (4 stage code or model change, 1 new item)",
         "clean_image": "clean_image fresh 2 | to compute 1 (1 new item) | failed 2 (2 ImageDecodeError)",
@@ -92,10 +92,12 @@ def test_retry_failed_recomputes_known_failures(tmp_path, monkeypatch):
     original = CleanImage.process_one
     monkeypatch.setattr(CleanImage, "process_one", lambda self, record: seen.append(record["id"]) or original(self, record))
     known = run(m, tmp_path / "w")
-    assert seen == [] and [(f["id"], f.get("cached")) for f in known["failures"]] == [("item001", True)]
+    # (ocr reads the same raw screenshot and names the same error)
+    assert seen == [] and [(f["stage"], f["id"], f.get("cached")) for f in known["failures"]] == \
+        [("clean_image", "item001", True), ("ocr", "item001", True)]
     retried = run(m, tmp_path / "w", "--retry-failed")
     assert seen == ["item001"]  # only the failed item, and it is decoded again
-    assert [(f["id"], f["error"], f.get("cached")) for f in retried["failures"]] == [("item001", "ImageDecodeError", None)]
+    assert [(f["id"], f["error"], f.get("cached")) for f in retried["failures"]] == [("item001", "ImageDecodeError", None)] * 2
     assert counts(retried, "computed") == {s: 0 for s in ALL_STAGES}
 
 

@@ -105,6 +105,7 @@ def test_predict_is_the_model_applied_to_the_standardized_fused_features(trained
     run(manifest, trained["tmp"] / "w", "--model", str(trained["model"]), "--out", str(out), command="predict")
     got = pd.read_csv(out, keep_default_na=False).set_index("id")
     assert list(got.index) == [r["id"] for r in new]
+    # (the words blocks, absent on these tones and noise images, are not listed: the model never had them)
     assert list(got["missing_modalities"]) == ["", "image", "audio", "", "text,image,audio"]
     assert got.loc["nothing", "error"] == "NoUsableModality" and "MissingFile" in got.loc["nothing", "message"]
 

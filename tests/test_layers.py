@@ -51,8 +51,11 @@ def test_config_sections_come_from_registered_stages():
     from pipeline.stage import STAGES
 
     assert {"clean_text", "bert", "cnn", "mfcc", "fuse", "train"} <= set(STAGES)
-    assert all(SECTIONS[name] is cls.Config for name, cls in STAGES.items())
-    assert {name for name, cls in STAGES.items() if cls.holds_model} == {"bert", "cnn"}
+    assert all(SECTIONS[cls.section()] is cls.Config for cls in STAGES.values())
+    # bert_speech and bert_screen run the [bert] model on transcripts and screen text: no section of their own
+    assert {name for name, cls in STAGES.items() if cls.config_section} == {"bert_speech", "bert_screen"}
+    assert "bert_speech" not in SECTIONS and "bert_screen" not in SECTIONS
+    assert {name for name, cls in STAGES.items() if cls.holds_model} == {"bert", "cnn", "transcribe", "ocr", "bert_speech", "bert_screen"}
 
 
 def test_executors_are_chosen_by_name():
