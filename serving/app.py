@@ -4,6 +4,8 @@ Endpoints: ``POST /v1/predict`` and ``POST /v1/search`` (multipart: ``text`` fie
 ``audio`` — any non-empty subset), ``GET /v1/items/{id}`` and ``/v1/items/{id}/image`` (items of the
 served manifests only, looked up by id), ``/healthz`` (200 while the process runs), ``/readyz`` (503
 until the models are loaded), ``/metrics`` (Prometheus), ``/docs`` (OpenAPI) and the page at ``/``.
+Both POST answers carry ``transcript`` (what an uploaded voice note says) and ``screen_text`` (what an
+uploaded screenshot shows); each similar ticket says where its words matched (``matched``, ``words``).
 
 Errors answer ``{"error", "message", "errors"}`` with the status of their type (``serving.errors``).
 With a token, every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (compared in
@@ -26,7 +28,7 @@ from starlette.exceptions import HTTPException
 from .errors import InvalidParameter, Overloaded, RequestError, Unauthorized
 from .metrics import Metrics
 from .schemas import ERROR_RESPONSES, ItemInfo, Prediction, Problem, SearchResults, upload_form
-from .service import TicketService, errors_of
+from .service import TicketService, errors_of, words_of
 from .settings import ServeConfig
 from .uploads import receive
 
@@ -107,12 +109,12 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
             if upload is not None:
                 upload.discard()
 
-    def answered(request: Request, encoded, timings: dict, started: float) -> dict:
+    def answered(request: Request, encoded, upload, timings: dict, started: float) -> dict:
         for e in errors_of(encoded):
             metrics.errors.labels(_endpoint(request), e["error"]).inc()
         timings["total"] = round((time.perf_counter() - started) * 1000, 1)
         return {"missing_modalities": [m for m in service.modalities if m not in encoded.features],
-                "errors": errors_of(encoded), "timings_ms": timings}
+                "errors": errors_of(encoded), **words_of(encoded, upload.files), "timings_ms": timings}
 
     @app.post("/v1/predict", response_model=Prediction, responses=ERROR_RESPONSES, openapi_extra=upload_form())
     async def predict(request: Request):
@@ -120,7 +122,7 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
         started, timings = time.perf_counter(), {}
         async with admitted(request) as upload:
             timings["upload"] = round((time.perf_counter() - started) * 1000, 1)
-            encoded = await service.encode(upload, service.modalities, timings)
+            encoded = await service.encode(upload, service.encoded, timings)
             mark = time.perf_counter()
             result = await service.classify(encoded)
             timings["model"] = round((time.perf_counter() - mark) * 1000, 1)
@@ -131,21 +133,23 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
                 metrics.errors.labels(_endpoint(request), "SearchError").inc()
                 similar, similar_error = [], str(exc)
             timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
-        return {**result, "similar": similar, "similar_error": similar_error, **answered(request, encoded, timings, started)}
+        return {**result, "similar": similar, "similar_error": similar_error,
+                **answered(request, encoded, upload, timings, started)}
 
     @app.post("/v1/search", response_model=SearchResults, responses=ERROR_RESPONSES, openapi_extra=upload_form({
         "k": {"type": "integer", "default": 10, "description": "results (1..100)"},
-        "modality": {"type": "string", "default": "all", "description": "all, text, image or audio"}}))
+        "modality": {"type": "string", "default": "all", "description": "all, words (typed text, transcript and "
+                     "screen text as one channel: the best cosine), text, speech, screen, image or audio"}}))
     async def search(request: Request):
         """Past tickets most similar to the query, by all its modalities or by one."""
         started, timings = time.perf_counter(), {}
         async with admitted(request, ("k", "modality")) as upload:
             k, modality = _int(upload.params.get("k", "10"), "k"), upload.params.get("modality", "all")
-            encoded = await service.encode(upload, service.modalities, timings)
+            encoded = await service.encode(upload, service.encoded, timings)
             mark = time.perf_counter()
             results = await service.similar(encoded, k, modality)
             timings["search"] = round((time.perf_counter() - mark) * 1000, 1)
-        return {"results": results, **answered(request, encoded, timings, started)}
+        return {"results": results, **answered(request, encoded, upload, timings, started)}
 
     @app.get("/v1/items/{item_id}", response_model=ItemInfo, responses={404: {"model": Problem, "description": "no such item"}})
     async def item(item_id: str):

@@ -63,6 +63,11 @@ def cleaning_stage(feature_stage: str) -> str:
     return STAGES[feature_stage].inputs[0]
 
 
+def raw_input(modality: str) -> str:
+    """The manifest column a modality is computed from: text, image or audio (speech -> audio, screen -> image)."""
+    return STAGES[cleaning_stage(MODALITIES[modality])].inputs[0][len(RAW_PREFIX):]
+
+
 class QueryEncoder:
     """Stage objects built once from a config (models load on first use, or in ``warm_up``)."""
 

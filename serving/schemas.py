@@ -11,14 +11,40 @@ class ModalityError(BaseModel):
     message: str
 
 
+WORDS = ('the ticket\'s words, those it has: "text" (the typed message, cleaned), "said" (what its voice note '
+         'says), "on_screen" (the text on its screenshot, lines joined by newlines)')
+
+
 class Neighbour(BaseModel):
     id: str
-    score: float = Field(description="mean cosine over the modalities the query and the item share, times the share of the query's modalities the item has")
+    score: float = Field(description="the channels' cosines summed over the query's channels (words: the best cosine "
+                         "of the query's words with the ticket's message, transcript or screen text; image; audio), "
+                         "a channel the ticket lacks counting 0")
     label: str
     split: str = ""
-    modalities: dict[str, float] = Field({}, description="the cosine per modality behind the score")
+    modalities: dict[str, float] = Field({}, description="the cosine per space behind the score (text, speech and "
+                                         "screen: the best over the query's words)")
+    matched: str | None = Field(None, description="where the ticket's words matched: text (its message), speech (what "
+                                "its voice note says) or screen (its screenshot's text); null if no words did",
+                                examples=["speech"])
+    query_words: str | None = Field(None, description="which of the query's words matched: text, speech (the uploaded "
+                                    "note's transcript) or screen (the uploaded screenshot's text)")
+    words: dict[str, str] = Field({}, description=WORDS, examples=[{"said": "my refund has not arrived"}])
     text: str | None = Field(None, description="the past ticket's cleaned text")
     image: str | None = Field(None, description="URL of the past ticket's screenshot thumbnail")
+
+
+class Transcript(BaseModel):
+    text: str = Field(description="what the voice note says, cleaned like a message; empty when it has no speech")
+    language: str | None = Field(None, description="detected (or configured) language", examples=["en"])
+    speech_seconds: float | None = Field(None, description="seconds of speech found by voice activity detection")
+    seconds: float | None = Field(None, description="the whole note's length")
+    no_words: str | None = Field(None, description="why there are no words (e.g. no speech found), when text is empty")
+
+
+TRANSCRIPT = Field(None, description="the uploaded voice note's transcript (null: no note, or it could not be read)")
+SCREEN_TEXT = Field(None, description="the uploaded screenshot's text, lines joined by newlines (empty: no text on it; "
+                    "null: no screenshot, or it could not be read)")
 
 
 class Prediction(BaseModel):
@@ -26,15 +52,20 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
     missing_modalities: list[str]
     errors: list[ModalityError]
+    transcript: Transcript | None = TRANSCRIPT
+    screen_text: str | None = SCREEN_TEXT
     similar: list[Neighbour]
     similar_error: str | None = Field(None, description="why no similar tickets could be searched (e.g. nothing indexed)")
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float] = Field(description="ms per step: upload, each modality (speech: transcribe + embed, "
+                                         "screen: OCR + embed), model, search, total")
 
 
 class SearchResults(BaseModel):
     results: list[Neighbour]
     missing_modalities: list[str]
     errors: list[ModalityError]
+    transcript: Transcript | None = TRANSCRIPT
+    screen_text: str | None = SCREEN_TEXT
     timings_ms: dict[str, float]
 
 
@@ -45,6 +76,7 @@ class ItemInfo(BaseModel):
     modalities: list[str]
     meta: dict[str, str]
     text: str | None
+    words: dict[str, str] = Field({}, description=WORDS)
     image: str | None
 
 

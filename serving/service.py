@@ -7,6 +7,12 @@ manifests' id table, and a ``Searcher`` over their cached features. Then each re
 per-model dynamic batchers: one per modality (the stages' own cleaning + feature code, via
 ``QueryEncoder.encode``) and one for the classifier (``stages.fuse.fused_record``, the standardization
 ``mmp predict`` applies, then the same Keras model). Searcher calls run on one thread of their own (it owns SQLite handles).
+
+An uploaded voice note is always transcribed and a screenshot always read (``speech`` and ``screen``, the
+``transcribe`` / ``ocr`` stages then ``[bert]``), even for a model trained without them: the answer shows
+what was said and shown (``transcript``, ``screen_text``) and the search compares those words with past
+tickets' messages, transcripts and screen text. A note without speech or a screenshot without text is
+"no words" (an empty transcript / screen text), not an error.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from .settings import ServeConfig
 from .uploads import Upload
 
 THUMBNAILS_KEPT = 256
+RAW = ("text", "image", "audio")  # the manifest's columns
+WORD_MODALITIES = ("speech", "screen")  # the words read from the voice note and the screenshot
+READ_FROM = {"speech": "audio", "screen": "image"}
 
 
 def _ms(seconds: float) -> float:
@@ -62,10 +71,12 @@ class TicketService:
 
         self.model, self.labels, self.stats = load_trained(self.model_dir)
         self.config = model_config(self.model_dir)
-        self.modalities = [m for m in MODALITIES if m in self.stats.mean]
+        self.modalities = [m for m in MODALITIES if m in self.stats.mean]  # what the model reads
+        # what a request is encoded for: the model's modalities and the words (shown, and searched by)
+        self.encoded = [m for m in MODALITIES if m in self.modalities or m in WORD_MODALITIES]
         cnn = replace(self.config["cnn"], batch_size=self.serve.image_batch_size)  # (run) setting: same features
         self.encoder = QueryEncoder(Config({**self.config.sections, "cnn": cnn}))
-        self.encoder.warm_up(self.modalities)
+        self.encoder.warm_up(self.encoded)
         self.items = {item.id: item for item in load(self.manifests, self.config["data"].root)}
         self.search_thread.submit(self._open_searcher).result()
         self._warm_models()
@@ -82,15 +93,21 @@ class TicketService:
         """One pass over generated samples, so tracing happens now and not on the first request."""
         from pipeline.errors import ConfigError
 
-        from .query import query_item
+        from pipeline.errors import absent_kinds
+
+        from .query import query_item, raw_input
         from .warmup import write_samples
 
         with tempfile.TemporaryDirectory(prefix="mmp-warmup-") as folder:
             names = write_samples(Path(folder))
-            item = query_item("warm-up", base=folder, **{("text_path" if m == "text" else m): names[m] for m in self.modalities})
-            encoded = self.encoder.encode([item], self.modalities)[0]
-        if encoded.errors:  # a model that cannot handle a plain sample: the service must not report ready
-            raise ConfigError("warm-up sample failed: " + "; ".join(f"{e}: {msg}" for e, msg in encoded.errors.values()))
+            raws = {raw_input(m) for m in self.encoded}
+            item = query_item("warm-up", base=folder, **{("text_path" if r == "text" else r): names[r] for r in raws})
+            encoded = self.encoder.encode([item], self.encoded)[0]
+        # a model that cannot handle a plain sample: the service must not report ready (a tone has no words:
+        # that is no failure)
+        failed = [f"{e}: {msg}" for e, msg in encoded.errors.values() if e not in absent_kinds()]
+        if failed:
+            raise ConfigError("warm-up sample failed: " + "; ".join(failed))
         record = self._fused(encoded.features)
         for size in batch_buckets(self.serve.max_batch_size):
             self._classify_batch([record] * size)
@@ -105,7 +122,7 @@ class TicketService:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             return
         s = self.serve
-        for m in self.modalities:
+        for m in self.encoded:
             self.batchers[m] = DynamicBatcher(m, lambda items, m=m: self.encoder.encode(items, [m]), s.max_batch_size,
                                               s.max_wait_ms, s.max_queue, self.on_batch)
         self.batchers["model"] = DynamicBatcher("model", self._classify_batch, s.max_batch_size, s.max_wait_ms,
@@ -128,14 +145,16 @@ class TicketService:
     # ---- requests ------------------------------------------------------------------------------
     async def encode(self, upload: Upload, wanted: list[str], timings: dict) -> Any:
         """Every modality of the upload through its batcher; the merged ``Encoded``."""
-        from .query import Encoded, query_item
+        from .query import Encoded, query_item, raw_input
 
-        given = [m for m in wanted if m in upload.files]
+        given = [m for m in wanted if raw_input(m) in upload.files]
         if not given:
             sent = ", ".join(upload.files) or "nothing"
-            raise NoUsableModality(f"the request holds no {' / '.join(wanted)} to use (it sent: {sent})")
+            raws = " / ".join(dict.fromkeys(raw_input(m) for m in wanted))
+            raise NoUsableModality(f"the request holds no {raws} to use (it sent: {sent})")
+        raws = dict.fromkeys(raw_input(m) for m in given)
         item = query_item(f"request-{uuid.uuid4().hex[:12]}", base=upload.folder,
-                          **{("text_path" if m == "text" else m): m for m in given})
+                          **{("text_path" if r == "text" else r): r for r in raws})
         started = time.perf_counter()
 
         async def one(m):
@@ -149,8 +168,9 @@ class TicketService:
             merged.cleaned.update(part.cleaned)
             merged.errors.update(part.errors)
         if not merged.features:
+            failures = errors_of(merged)
             raise NoUsableModality("no modality of the request could be used: "
-                                   + "; ".join(f"{e}: {msg}" for e, msg in merged.errors.values()), errors_of(merged))
+                                   + "; ".join(f"{e['error']}: {e['message']}" for e in failures), failures)
         return merged
 
     def _fused(self, features: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -171,20 +191,31 @@ class TicketService:
         return list(np.asarray(self.model.predict_on_batch(inputs))[: len(records)])
 
     async def classify(self, encoded) -> dict[str, Any]:
+        from stages.fuse import BRANCHES
+
         missing = [m for m in self.modalities if m not in encoded.features]
-        if missing and self.config["fuse"].missing == "drop":
-            raise NoUsableModality(f"the model was trained with fuse.missing = \"drop\": it needs every modality, "
-                                   f"and this request lacks {', '.join(missing)}", errors_of(encoded))
+        lacking = [b for b, blocks in BRANCHES.items()
+                   if any(m in self.modalities for m in blocks) and not any(m in encoded.features for m in blocks)]
+        if lacking and self.config["fuse"].missing == "drop":
+            raise NoUsableModality(f"the model was trained with fuse.missing = \"drop\": it needs every branch "
+                                   f"(text; image or screen text; audio or speech), and this request has no "
+                                   f"{', '.join(lacking)}", errors_of(encoded))
         probs = await self.batchers["model"].submit(self._fused(encoded.features))
         return {"predicted": self.labels[int(np.argmax(probs))],
                 "probabilities": {label: float(p) for label, p in zip(self.labels, probs)},
                 "missing_modalities": missing}
 
     async def similar(self, encoded, k: int, modality: str = "all") -> list[dict[str, Any]]:
-        if modality != "all" and modality not in self.searcher.modalities:
-            raise InvalidParameter(f"modality must be 'all' or one of {', '.join(self.searcher.modalities)}, not {modality!r}")
-        if modality != "all" and modality not in encoded.features:
-            raise InvalidParameter(f"cannot search by {modality}: the request has no usable {modality}", errors_of(encoded))
+        from .search import WORDS
+
+        indexed = self.searcher.modalities
+        choices = (["words"] if any(m in WORDS for m in indexed) else []) + indexed
+        if modality != "all" and modality not in choices:
+            raise InvalidParameter(f"modality must be 'all' or one of {', '.join(choices)}, not {modality!r}")
+        needs = WORDS if modality == "words" or modality in WORDS else (modality,)
+        if modality != "all" and not any(m in encoded.features for m in needs):
+            what = "words (text, a voice note's speech or a screenshot's text)" if needs == WORDS else modality
+            raise InvalidParameter(f"cannot search by {modality}: the request has no usable {what}", errors_of(encoded))
         if not 1 <= k <= 100:
             raise InvalidParameter(f"k must be within 1..100, not {k}")
         return await self._on_search_thread(self._similar, encoded, k, modality)
@@ -196,7 +227,7 @@ class TicketService:
             hits = self.searcher.search(encoded, k=k, modality=modality)
         except SearchError as exc:  # e.g. no indexed items have the query's modalities
             raise InvalidParameter(f"search: {exc}", errors_of(encoded)) from None
-        return [{**hit, "text": self.searcher.cleaned_text(hit["id"]),
+        return [{**hit, "text": self.searcher.cleaned_text(hit["id"]), "words": self.searcher.words(hit["id"]),
                  "image": image_url(hit["id"]) if self.items[hit["id"]].image else None} for hit in hits]
 
     async def _on_search_thread(self, fn, *args):
@@ -213,8 +244,9 @@ class TicketService:
     async def item_info(self, item_id: str) -> dict[str, Any]:
         item = self.manifest_item(item_id)
         text = await self._on_search_thread(self.searcher.cleaned_text, item.id)
+        words = await self._on_search_thread(self.searcher.words, item.id)
         return {"id": item.id, "split": item.split, "label": item.label,
-                "modalities": [m for m in MODALITIES if item.has(m)], "meta": item.meta, "text": text,
+                "modalities": [m for m in RAW if item.has(m)], "meta": item.meta, "text": text, "words": words,
                 "image": image_url(item.id) if item.image else None}
 
     async def thumbnail(self, item_id: str) -> bytes:
@@ -253,4 +285,38 @@ def batch_buckets(max_batch_size: int) -> list[int]:
 
 
 def errors_of(encoded) -> list[dict[str, str]]:
-    return [{"modality": m, "error": e, "message": msg} for m, (e, msg) in encoded.errors.items()]
+    """The request's failures, per modality. "No words" (a note without speech, a screenshot without text)
+    is not one; nor is the speech / screen failure of a file whose audio / image failure is listed."""
+    from pipeline.errors import absent_kinds
+
+    absent, out = absent_kinds(), []
+    for m, (e, msg) in encoded.errors.items():
+        source = READ_FROM.get(m)
+        if e in absent or (source is not None and encoded.errors.get(source, ("",))[0] == e):
+            continue
+        out.append({"modality": m, "error": e, "message": msg})
+    return out
+
+
+def words_of(encoded, upload_files) -> dict[str, Any]:
+    """``transcript`` and ``screen_text`` of a request: what its voice note says (text, language, seconds of
+    speech) and what its screenshot shows; empty text when there are no words; None when no such file was
+    sent or it could not be read (the failure is in ``errors``)."""
+    from pipeline.errors import absent_kinds
+
+    def absent(m):
+        return m in encoded.errors and encoded.errors[m][0] in absent_kinds()
+
+    transcript = screen = None
+    if "audio" in upload_files and "speech" in MODALITIES:
+        said = encoded.cleaned.get("speech")
+        if said is not None:
+            transcript = {"text": said["text"], "language": said.get("language"),
+                          "speech_seconds": said.get("speech_seconds"), "seconds": said.get("seconds"), "no_words": None}
+        elif absent("speech"):
+            transcript = {"text": "", "language": None, "speech_seconds": None, "seconds": None,
+                          "no_words": encoded.errors["speech"][1].removeprefix("speech: ")}
+    if "image" in upload_files and "screen" in MODALITIES:
+        shown = encoded.cleaned.get("screen")
+        screen = shown["text"] if shown is not None else ("" if absent("screen") else None)
+    return {"transcript": transcript, "screen_text": screen}

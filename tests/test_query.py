@@ -58,8 +58,10 @@ def test_errors_are_per_modality_with_the_pipelines_types(setup):
     bad = QueryEncoder(config).encode([i for i in items if i.id == "bad"])[0]
     assert set(bad.features) == {"text"}
     assert bad.errors["image"][0] == "ImageDecodeError"
-    assert [f["error"] for f in report["failures"] if f["id"] == "bad"] == ["ImageDecodeError"]
-    assert bad.missing == ["image", "audio"]
+    assert bad.errors["screen"][0] == "ImageDecodeError"  # its screen text is read from the same file
+    assert sorted((f["stage"], f["error"]) for f in report["failures"] if f["id"] == "bad") == [
+        ("clean_image", "ImageDecodeError"), ("ocr", "ImageDecodeError")]
+    assert bad.missing == ["image", "audio", "speech", "screen"]
     assert bad.cleaned["text"]["text"] == "only text works here"
 
 

@@ -109,7 +109,8 @@ def test_items_and_thumbnails_of_the_served_manifests(served, client):
 
     info = client.get("/v1/items/item003").json()
     assert info == {"id": "item003", "split": "train", "label": "b", "modalities": ["text", "image", "audio"],
-                    "meta": {}, "text": "message number 3 & bold", "image": "/v1/items/item003/image"}
+                    "meta": {}, "text": "message number 3 & bold", "words": {"text": "message number 3 & bold"},
+                    "image": "/v1/items/item003/image"}
     r = client.get("/v1/items/item003/image")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).size == (160, 160)  # serve.thumbnail_px

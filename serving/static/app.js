@@ -1,4 +1,5 @@
-// The page: posts the form to /v1/predict and shows the label, a bar per label and similar tickets.
+// The page: posts the form to /v1/predict and shows the label, a bar per label, what the voice note says
+// and the screenshot shows (under each upload), and similar tickets with the words they matched by.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -31,7 +32,43 @@ async function checkReady() {
   }
 }
 
+// What an upload's words were read as: the transcript under the voice note, the screen text under the
+// screenshot; "(no speech)" / "(no text)" when there are none; hidden when nothing was uploaded.
+function showWords(id, text, none, detail) {
+  const box = $(id);
+  box.hidden = text === null || text === undefined;
+  if (box.hidden) return;
+  const said = box.querySelector(".said");
+  said.textContent = text || none;
+  said.classList.toggle("muted", !text);
+  box.title = detail || "";
+}
+
+const PREFIX = { said: "said: ", on_screen: "on screen: ", text: "" };
+const MATCHED = { text: "text", speech: "said", screen: "on_screen" };
+
+// A similar ticket's words: its typed text, what its note said, what its screen showed; the one its
+// score matched by comes first and is marked.
+function ticketWords(s) {
+  const words = s.words || {};
+  const first = MATCHED[s.matched];
+  const names = ["text", "said", "on_screen"].sort((a, b) => (b === first) - (a === first));
+  const out = [];
+  for (const name of names) {
+    if (!words[name]) continue;
+    const p = el("p", { class: "text" + (name === first ? " matched" : ""), "data-words": name },
+      PREFIX[name] + words[name].split("\n").join(" / "));
+    out.push(p);
+  }
+  if (!out.length) out.push(el("p", { class: "text muted" }, s.text || "(no text)"));
+  return out;
+}
+
 function showResult(body) {
+  const t = body.transcript;
+  showWords("transcript", t ? t.text : null, "(no speech)",
+    t && t.text ? `${t.language || "?"}, ${t.speech_seconds ?? "?"} s of speech` : (t && t.no_words) || "");
+  showWords("screen-text", body.screen_text, "(no text on the screenshot)");
   $("predicted").textContent = body.predicted;
   const bars = $("bars");
   bars.replaceChildren();
@@ -65,7 +102,7 @@ function showResult(body) {
     const info = el("div");
     const head = el("p", { class: "head" });
     head.append(el("span", { class: "label" }, s.label || "?"), el("span", { class: "muted" }, ` ${s.id} · score ${s.score.toFixed(3)}`));
-    info.append(head, el("p", { class: "text" }, s.text || "(no text)"));
+    info.append(head, ...ticketWords(s));
     li.append(info);
     list.append(li);
   }
@@ -100,6 +137,8 @@ async function submit(event) {
 }
 
 preview($("screenshot"), $("screenshot-preview"));
+$("screenshot").addEventListener("change", () => { $("screen-text").hidden = true; });
+$("voice").addEventListener("change", () => { $("transcript").hidden = true; });
 preview($("voice"), $("voice-preview"));
 $("ticket").addEventListener("submit", submit);
 checkReady();
