@@ -1,5 +1,7 @@
 """predict: new raw items -> cleaning and features through the cache -> stored standardization ->
-the trained model -> one row per item (id, predicted label, a probability per label).
+the trained model -> one row per item (id, predicted label, a probability per label, the modalities the
+model missed, ``transcript``: what the voice note says, ``screen_text``: the text on the screenshot
+(from the transcribe / ocr caches; empty when the item has none or no words), error and message).
 
 The feature and fusion settings come from the model folder's ``config.json``, so new items are
 processed exactly as the training items were. Items that cannot be predicted get an error row.
@@ -44,6 +46,8 @@ def predict(ws, items, model_dir: Path, report) -> list[dict]:
     model, labels, stats = load_trained(model_dir)
     ws.run(FEATURES, items, report)
     kept, _ = run_fuse(ws, items, report, stats=stats)
+    words = cached_words(ws, items)
+    model_modalities = [m for m in MODALITIES if m in stats.mean]
     problems: dict[str, list[str]] = {}
     for f in report.data["failures"]:
         problems.setdefault(f["id"], []).append(f"{f['stage']}: {f['error']}: {f['message']}")
@@ -56,7 +60,7 @@ def predict(ws, items, model_dir: Path, report) -> list[dict]:
             absent = [m for m in modalities if arrays[f"{m}_mask"][row] == 0]
             rows[item.id] = {"id": item.id, "predicted": labels[int(np.argmax(p))],
                              **{f"p_{label}": round(float(v), 6) for label, v in zip(labels, p)},
-                             "missing_modalities": ",".join(absent), "error": "", "message": ""}
+                             "missing_modalities": ",".join(absent), **words[item.id], "error": "", "message": ""}
     out = []
     for item in items:
         if item.id in rows:
@@ -64,8 +68,37 @@ def predict(ws, items, model_dir: Path, report) -> list[dict]:
         else:
             why = "; ".join(problems.get(item.id, [])) or "the item has no usable modality"
             out.append({"id": item.id, "predicted": "", **{f"p_{label}": None for label in labels},
-                        "missing_modalities": ",".join(MODALITIES), "error": "NoUsableModality",
+                        "missing_modalities": ",".join(model_modalities), **words[item.id], "error": "NoUsableModality",
                         "message": f"item {item.id}: {why}"})
+    return out
+
+
+WORD_COLUMNS = {"transcript": "transcribe", "screen_text": "ocr"}
+
+
+def cached_words(ws, items) -> dict[str, dict[str, str]]:
+    """item id -> {"transcript": ..., "screen_text": ...}: the ``text`` of the item's transcribe / ocr
+    records (committed by the run before); "" for an item without a voice note / screenshot, with no words
+    in it (``NoWords``), or whose stage failed."""
+    from pipeline.errors import CacheCorruptError
+    from pipeline.stage import STAGES
+
+    names = [stage for stage in WORD_COLUMNS.values() if stage in STAGES]
+    keys = {p.stage.name: p.keys for p in ws.plan(names, items, dry=True) if p.stage.name in names}
+    out = {item.id: dict.fromkeys(WORD_COLUMNS, "") for item in items}
+    for column, stage in WORD_COLUMNS.items():
+        by_item = keys.get(stage, {})
+        done = ws.store.committed(stage)
+        wanted = sorted({k for k in by_item.values() if k in done})
+        texts = {}
+        for start in range(0, len(wanted), 512):
+            try:
+                texts.update({k: r["text"] for k, r in ws.store.read(stage, wanted[start : start + 512]).items()})
+            except (KeyError, CacheCorruptError):  # removed meanwhile: those items show no words
+                continue
+        for item_id, key in by_item.items():
+            if item_id in out:
+                out[item_id][column] = texts.get(key, "")
     return out
 
 
