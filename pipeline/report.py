@@ -33,6 +33,7 @@ class Report:
             "info": {},
         }
         self.show_progress = sys.stderr.isatty() and not quiet
+        self._listed: dict[tuple[str, str, str], dict] = {}  # (item, error, message) -> its failure entry
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(
@@ -47,15 +48,23 @@ class Report:
             counts[error] = counts.get(error, 0) + 1
             return
         self.stage(stage)["failed"] += 1
+        # One bad file read by two stages (clean_audio and transcribe, clean_image and ocr) fails both the
+        # same way: it is listed once, naming the other stages in "also" (each stage still counts it).
+        first = self._listed.get((item_id, error, message))
+        if first is not None:
+            first.setdefault("also", []).append(stage)
+            return
         entry = {"stage": stage, "id": item_id, "error": error, "message": message}
         if cached:
             entry["cached"] = True
         self.data["failures"].append(entry)
+        self._listed[(item_id, error, message)] = entry
 
     def restart(self) -> None:
         """Forget counts and failures of an attempt that is being replanned (warnings stay)."""
         self.data["stages"], self.data["failures"], self.data["stage_errors"] = {}, [], []
         self.data.pop("no_output", None)
+        self._listed = {}
 
     def stage_error(self, stage: str, message: str, downstream: list[str]) -> None:
         """A stage that could not start (e.g. its model failed to load): its items stay to compute."""
@@ -120,7 +129,8 @@ class Report:
         if failures:
             lines.append(f"{len(failures)} item failure(s):")
             for f in failures[:max_failures]:
-                mark = " (known; input unchanged)" if f.get("cached") else ""
+                mark = (" (known; input unchanged)" if f.get("cached") else "") + \
+                    (f" (also {', '.join(f['also'])})" if f.get("also") else "")
                 lines.append(f"  [{f['stage']}] {f['id']}: {f['error']}: {f['message']}{mark}")
             if len(failures) > max_failures:
                 lines.append(f"  ... {len(failures) - max_failures} more in the JSON report")

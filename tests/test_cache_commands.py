@@ -92,12 +92,12 @@ def test_retry_failed_recomputes_known_failures(tmp_path, monkeypatch):
     original = CleanImage.process_one
     monkeypatch.setattr(CleanImage, "process_one", lambda self, record: seen.append(record["id"]) or original(self, record))
     known = run(m, tmp_path / "w")
-    # (ocr reads the same raw screenshot and names the same error)
-    assert seen == [] and [(f["stage"], f["id"], f.get("cached")) for f in known["failures"]] == \
-        [("clean_image", "item001", True), ("ocr", "item001", True)]
+    # (ocr reads the same raw screenshot and fails the same way: listed once, "also" naming it)
+    assert seen == [] and [(f["stage"], f["id"], f.get("cached"), f.get("also")) for f in known["failures"]] == \
+        [("clean_image", "item001", True, ["ocr"])]
     retried = run(m, tmp_path / "w", "--retry-failed")
     assert seen == ["item001"]  # only the failed item, and it is decoded again
-    assert [(f["id"], f["error"], f.get("cached")) for f in retried["failures"]] == [("item001", "ImageDecodeError", None)] * 2
+    assert [(f["id"], f["error"], f.get("cached")) for f in retried["failures"]] == [("item001", "ImageDecodeError", None)]
     assert counts(retried, "computed") == {s: 0 for s in ALL_STAGES}
 
 
