@@ -3,7 +3,8 @@
 Pixel count is checked from the header before decoding (decompression bombs are refused), EXIF
 orientation applied, every mode (L, LA, P with transparency, RGBA, CMYK, I;16, I, F) converted to RGB
 with alpha composited on ``background``, shorter side resized to ``size`` and the centre cropped.
-Animated images use their first frame.
+Animated images use their first frame. ``decode_image`` (every step before the resize) is shared with
+``ocr``, which reads screenshots at their own resolution.
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ def _open_heif_too(data: bytes) -> None:
         register_heif_opener()
 
 
-def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
-    import numpy as np
+def decode_image(data: bytes, cfg: CleanImageConfig, draft=None):
+    """Image bytes -> a PIL RGB image at its own resolution: header bomb caps, HEIF, EXIF orientation, every
+    mode to RGB. ``draft(w, h)`` may name the smallest (w, h) the caller needs, letting a JPEG decode at
+    1/2, 1/4 or 1/8 scale (never below it). Shared by clean_image and ocr."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _open_heif_too(data)
-    size = cfg.size
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < cfg.max_pixels:
         # Pillow's own bomb check (warning past its limit, error past twice that) runs inside ``open``,
         # before ours: raise it to our cap so that a larger clean_image.max_pixels takes effect. Only
@@ -91,8 +93,8 @@ def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
             w, h = img.size
             if w * h > cfg.max_pixels:
                 raise DecompressionBomb(f"image is {w}x{h} = {w * h:,} pixels, over clean_image.max_pixels = {cfg.max_pixels:,}")
-            if img.format == "JPEG":
-                img.draft(img.mode, (max(size, w * size // min(w, h)), max(size, h * size // min(w, h))))
+            if img.format == "JPEG" and draft is not None:
+                img.draft(img.mode, draft(w, h))
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img, tuple(cfg.background))
@@ -105,12 +107,32 @@ def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
     w, h = img.size
     if w < 1 or h < 1:
         raise ImageDecodeError(f"image has no pixels ({w}x{h})")
+    return img
+
+
+def clean_image(data: bytes, cfg: CleanImageConfig) -> np.ndarray:
+    import numpy as np
+    from PIL import Image
+
+    size = cfg.size
+    img = decode_image(data, cfg, lambda w, h: (max(size, w * size // min(w, h)), max(size, h * size // min(w, h))))
+    w, h = img.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0 if scale < 0.5 else None)
     left, top = (nw - size) // 2, (nh - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_image_bytes(path: str) -> bytes:
+    """An image file's bytes; an empty file is ImageDecodeError, one over 2 GiB InputTooLarge."""
+    data = read_bytes(path)
+    if not data:
+        raise ImageDecodeError("image file is empty (0 bytes)")
+    if len(data) > 1 << 31:
+        raise InputTooLarge("image file over 2 GiB")
+    return data
 
 
 @register
@@ -122,12 +144,7 @@ class CleanImage(Stage):
     threaded = True
 
     def process_one(self, record: dict) -> dict:
-        data = read_bytes(record["path"])
-        if not data:
-            raise ImageDecodeError("image file is empty (0 bytes)")
-        if len(data) > 1 << 31:
-            raise InputTooLarge("image file over 2 GiB")
-        return {"image": clean_image(data, self.config)}
+        return {"image": clean_image(read_image_bytes(record["path"]), self.config)}
 
     def output_spec(self) -> dict[str, Field]:
         return {"image": Field("uint8", (self.config.size, self.config.size, 3))}
