@@ -18,8 +18,12 @@ def test_demo_fused_model_beats_every_single_modality(tmp_path):
     assert {(f["stage"], f["error"]) for f in report["failures"]} == {
         ("clean_text", "TextDecodeError"), ("clean_image", "ImageDecodeError"), ("clean_audio", "EmptyAudio")}
     assert "ImageNet" in report["info"]["cnn"]["weights"]  # the default: real image features, offline
+    # The words: every recorded voice note and every drawn dialog, and nothing invented on the hums and plain screens.
+    assert report["stages"]["transcribe"]["computed"] == 48 and report["stages"]["ocr"]["computed"] == 48
+    assert report["no_output"]["transcribe"]["NoWords"] > 600 and report["no_output"]["ocr"]["NoWords"] > 600
     ablation = json.loads((tmp_path / "w" / "models" / "latest" / "metrics.json").read_text())["ablation"]
     assert ablation["fused"] >= max(ablation["text"], ablation["image"], ablation["audio"]) + 0.05
+    assert ablation["fused"] >= ablation["fused_without_words"]
     # A second run computes nothing and reuses the model.
     assert main(["train", "-m", m, "-w", str(tmp_path / "w"), "-q"]) == 0
     again = json.loads((tmp_path / "w" / "runs" / "latest.json").read_text())
