@@ -7,24 +7,22 @@ The words data (``words_data``) is shared with tests/test_serve_words.py.
 """
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dummies import SMALL, run, write_audio, write_image, write_manifest
 
-SAID = "My payment refund has not arrived and the app keeps crashing"
+SAID = ("payment", 17, "low")  # the demo's recorded clip: "my plan was downgraded because the automatic payment bounced"
 SHOWN = ("Login failed", "Your password is wrong")
 
 
-def speech_wav(path: Path, text: str) -> Path:
-    """A voice note that speaks ``text`` (espeak-ng, 22 kHz WAV)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (it speaks the test's voice note)")
+def speech_clip(path: Path, clip=SAID) -> Path:
+    """A voice note that speaks: one of the demo's recorded clips (Ogg/Opus, shipped in pipeline/demo_voice/)."""
+    from pipeline.demo import voice_clip
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    path.write_bytes(voice_clip(*clip).read_bytes())
     return path
 
 
@@ -47,10 +45,10 @@ def words_data(root: Path, *config: str) -> dict:
     """A manifest with a voice-only ticket that speaks SAID, a screenshot-only ticket showing SHOWN, typed
     tickets, a tone-only one (no words), and two typed "twins" whose messages are the transcript and the
     screen text as the pipeline read them; features computed into ``root/w``."""
-    speech_wav(root / "aud" / "voice.wav", SAID)
+    speech_clip(root / "aud" / "voice.ogg")
     dialog_png(root / "img" / "shot.png")
     rows = [
-        {"id": "voice", "split": "train", "label": "a", "text": "", "image": "", "audio": "aud/voice.wav"},
+        {"id": "voice", "split": "train", "label": "a", "text": "", "image": "", "audio": "aud/voice.ogg"},
         {"id": "shot", "split": "train", "label": "b", "text": "", "image": "img/shot.png", "audio": ""},
         {"id": "food", "split": "train", "label": "a", "text": "the man is eating food",
          "image": str(write_image(root / "img" / "food.png", 1).relative_to(root)),
@@ -83,7 +81,7 @@ def _cached_words(root, manifest, config) -> tuple[str, str]:
     finally:
         ws.close()
     # real speech and real text were read (tiny.en and PP-OCR; a word or two may differ, not these)
-    assert "refund" in said.lower() and "crash" in said.lower(), said
+    assert "payment" in said.lower() and "downgraded" in said.lower(), said
     assert "password" in shown.lower() and "\n" in shown, shown
     return said, shown
 
@@ -155,7 +153,7 @@ def test_one_text_space_is_compared_with_every_word_vector_of_the_query(data, ca
 
 
 def test_a_voice_query_finds_a_typed_ticket_about_the_same_thing(data, capsys):
-    voice = str(data["root"] / "aud" / "voice.wav")
+    voice = str(data["root"] / "aud" / "voice.ogg")
     results, _ = search(data, capsys, "--audio", voice, "--modality", "text", "-k", "1")
     assert [r["id"] for r in results] == ["twin"]
     assert (results[0]["matched"], results[0]["query_words"]) == ("text", "speech") and results[0]["score"] > 0.999
@@ -191,7 +189,7 @@ def test_all_is_the_words_channels_best_plus_image_and_audio_over_the_querys_cha
     ws = Workspace(data["work"], config)
     try:
         searcher = Searcher(ws, load([str(data["manifest"])]))
-        query = query_item("q", text=SHOWN[0], audio="aud/voice.wav", base=str(data["root"]))
+        query = query_item("q", text=SHOWN[0], audio="aud/voice.ogg", base=str(data["root"]))
         (encoded,) = QueryEncoder(config).encode([query])
         assert {"text", "speech", "audio"} <= set(encoded.features)
         results = searcher.search(encoded, k=100)
@@ -221,7 +219,7 @@ def test_the_table_says_where_each_ticket_matched(data, capsys):
     code, out, _ = mmp(data, "search", "--text", data["shown"], "-k", "2", capsys=capsys)
     rows = {line.split()[2]: line for line in out.splitlines()[2:]}
     assert rows["shot"].endswith("on screen: " + " ".join(data["shown"].split()))  # lines joined by spaces
-    code, out, _ = mmp(data, "search", "--audio", str(data["root"] / "aud" / "voice.wav"), "-k", "1", capsys=capsys)
+    code, out, _ = mmp(data, "search", "--audio", str(data["root"] / "aud" / "voice.ogg"), "-k", "1", capsys=capsys)
     assert out.splitlines()[1] == "  query said: " + snippet(data["said"])
 
 

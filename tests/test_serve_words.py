@@ -38,7 +38,7 @@ def upload(data, name: str, mime: str):
 
 
 def test_a_voice_note_is_transcribed_and_finds_tickets_by_what_it_says(client, data):
-    r = client.post("/v1/predict", files={"text": (None, "see attached"), **upload(data, "voice.wav", "audio/wav")})
+    r = client.post("/v1/predict", files={"text": (None, "see attached"), **upload(data, "voice.ogg", "audio/ogg")})
     assert r.status_code == 200, r.text
     body = r.json()
     t = body["transcript"]
@@ -50,7 +50,7 @@ def test_a_voice_note_is_transcribed_and_finds_tickets_by_what_it_says(client, d
     assert similar["voice"]["matched"] == "speech" and similar["voice"]["words"] == {"said": data["said"]}
     assert similar["twin"]["matched"] == "text" and similar["twin"]["query_words"] == "speech"
     # by the words alone, the typed ticket that says the same comes first
-    r = client.post("/v1/search", files={"modality": (None, "text"), "k": (None, "1"), **upload(data, "voice.wav", "audio/wav")})
+    r = client.post("/v1/search", files={"modality": (None, "text"), "k": (None, "1"), **upload(data, "voice.ogg", "audio/ogg")})
     assert r.status_code == 200, r.text
     (top,) = r.json()["results"]
     assert (top["id"], top["matched"], top["query_words"]) == ("twin", "text", "speech") and top["score"] > 0.999
