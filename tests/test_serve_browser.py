@@ -42,6 +42,8 @@ def submit_ticket(url: str, text: str, image: Path, audio: Path, shot: Path) -> 
                 "thumbnails": page.eval_on_selector_all("#similar img", "is => is.map(i => i.naturalWidth)"),
                 "missing": page.inner_text("#missing"),
                 "failure_hidden": page.is_hidden("#failure"),
+                "said": page.inner_text("#transcript .said") if page.is_visible("#transcript") else None,
+                "on_screen": page.inner_text("#screen-text .said") if page.is_visible("#screen-text") else None,
             }
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
@@ -68,3 +70,22 @@ def test_page_predicts_and_shows_similar_tickets(tmp_path_factory):
     assert shown["thumbnails"] and all(w == 160 for w in shown["thumbnails"])
     assert shown["missing"] == "all modalities used"
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
+def test_page_shows_what_the_voice_note_says_and_the_screenshot_shows(tmp_path_factory):
+    """A recorded voice note (the demo's) and a drawn error dialog: the page shows their words."""
+    from test_search_words import dialog_png, speech_clip
+
+    served = served_model(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("words")
+    voice, dialog = speech_clip(folder / "voice.ogg"), dialog_png(folder / "dialog.png")
+    proc, url = start_server(served)
+    try:
+        shown = submit_ticket(url, "see attached", dialog, voice, folder / "words.png")
+    finally:
+        stop(proc)
+    print(f"\nbrowser: page screenshot saved to {folder / 'words.png'}")
+    assert shown["failure_hidden"] and shown["predicted"] in ("a", "b")
+    assert "payment" in shown["said"].lower() and "downgraded" in shown["said"].lower(), shown["said"]
+    assert "Login failed" in shown["on_screen"] and "password" in shown["on_screen"], shown["on_screen"]
