@@ -17,7 +17,7 @@ from tiny_models import tiny_bert
 
 pytestmark = pytest.mark.ray
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIELD = {"clean_text": "text", "clean_image": "image", "clean_audio": "audio"}
+FIELD = {"clean_text": "text", "clean_image": "image", "clean_audio": "audio", "transcribe": "text", "ocr": "text"}
 
 
 def start_cluster(nodes: int):
@@ -74,6 +74,12 @@ def test_cluster_matches_local_with_one_model_load_per_actor(cluster, tmp_path):
     rows = make_items(data, 0, 12)
     (data / "img" / "bad.png").write_bytes(b"not a png")
     rows[2]["image"] = "img/bad.png"
+    # One voice note that speaks and one screenshot that shows text: the words stages run as actor pools too.
+    from test_search_words import dialog_png, speech_clip
+
+    speech_clip(data / "aud" / "voice.ogg")
+    dialog_png(data / "img" / "dialog.png")
+    rows[3]["audio"], rows[4]["image"] = "aud/voice.ogg", "img/dialog.png"
     m = write_manifest(data / "m.csv", rows)
     model = ["--set", f'bert.model="{tiny_bert(tmp_path / "bert")}"', "--set", "bert.batch_size=2"]
     two = ["--set", "ray.stages.bert.actors=2", "--set", "ray.stages.cnn.actors=2"]
@@ -88,7 +94,10 @@ def test_cluster_matches_local_with_one_model_load_per_actor(cluster, tmp_path):
         assert info["driver_bytes_per_item"] < 4096  # descriptors out, shard names back: no arrays
     local = run(m, tmp_path / "local", *model)
     assert counts(report, "computed") == counts(local, "computed")
-    assert_same(exports(m, tmp_path / "ray", tmp_path, extra=model), exports(m, tmp_path / "local", tmp_path, extra=model))
+    words = ["transcribe", "bert_speech", "ocr", "bert_screen"]
+    assert {s: report["stages"][s]["computed"] for s in words} == {s: 1 for s in words}
+    assert_same(exports(m, tmp_path / "ray", tmp_path, ALL_STAGES + words, extra=model),
+                exports(m, tmp_path / "local", tmp_path, ALL_STAGES + words, extra=model), ALL_STAGES + words)
     # Every shard a worker wrote was committed: nothing is left for the next run's cleanup.
     import sqlite3
 
