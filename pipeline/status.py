@@ -21,7 +21,8 @@ class StageStatus:
     reused: Counter = field(default_factory=Counter)  # fresh items with a note from the last run
     to_compute: Counter = field(default_factory=Counter)  # reason -> count
     failed: Counter = field(default_factory=Counter)  # error type -> count
-    blocked: int = 0
+    blocked: int = 0  # upstream failed
+    no_input: Counter = field(default_factory=Counter)  # upstream had nothing to give (absent kind -> count)
     pending: int = 0  # upstream output still to compute: reused here if it comes out unchanged
     upstream: str = ""
     note: str = ""  # dataset-level stages: what their own planning found
@@ -46,6 +47,9 @@ class StageStatus:
             parts.append(f"no output {empty} (not failures)")
         if self.blocked:
             parts.append(f"waiting on failed input {self.blocked}")
+        if self.no_input:
+            gaps = ", ".join(f"{n} {e}" for e, n in self.no_input.most_common())
+            parts.append(f"no input {sum(self.no_input.values())} ({self.upstream}: {gaps}; not failures)")
         if self.note:
             parts.append(self.note)
         return " | ".join(parts)
@@ -56,8 +60,8 @@ def stage_status(store: Store, plan: StagePlan) -> StageStatus:
     it is certainly computed when it is new here or this stage's config or code changed, and otherwise
     ``pending`` (reused if the upstream output comes out unchanged)."""
     stage = plan.stage
-    status = StageStatus(stage.name, blocked=len(plan.blocked), upstream=" / ".join(stage.inputs),
-                         note=plan.result.note if plan.result else "")
+    status = StageStatus(stage.name, upstream=" / ".join(stage.inputs), note=plan.result.note if plan.result else "")
+    _count_blocked(store, plan, status)
     committed = store.committed(stage.name)
     for _, exc in plan.input_errors:
         status.failed[exc.kind] += 1
@@ -90,6 +94,26 @@ def stage_status(store: Store, plan: StagePlan) -> StageStatus:
         else:
             status.pending += 1
     return status
+
+
+def _count_blocked(store: Store, plan: StagePlan, status: StageStatus) -> None:
+    """Split the items with no upstream output into those whose upstream failed and those whose upstream
+    had nothing to give (an absent outcome such as NoWords: a voice note without speech)."""
+    if not plan.blocked:
+        return
+    absent = absent_kinds()
+    upstream = [(store.latest(name), store.failures(name)) for name in plan.stage.inputs if not name.startswith("raw:")]
+    for item_id in plan.blocked:
+        kinds = []
+        for latest, failures in upstream:
+            old = latest.get(item_id)
+            failure = failures.get(old[0]) if old is not None else None
+            if failure is not None:
+                kinds.append(failure[1])
+        if kinds and all(kind in absent for kind in kinds):
+            status.no_input[kinds[0]] += 1
+        else:
+            status.blocked += 1
 
 
 def _why(old: tuple[str, str, str, str] | None, digest: str, config_digest: str) -> str:

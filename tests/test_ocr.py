@@ -245,10 +245,12 @@ def test_threads_share_the_engine_safely(ocr_stage, tmp_path):
     assert got == alone
 
 
-def test_run_through_the_cli(tmp_path, model_copy):
+def test_run_through_the_cli(tmp_path, model_copy, capsys):
     """A real run: screen text for a dialog, "no words" (not a failure) for a blank image; an altered model
     file is a stage error (exit 3) naming the file (the runner goes on with the other stages)."""
-    from dummies import run, write_manifest
+    from dummies import run, small_args, write_manifest
+
+    from pipeline.cli import main
 
     data = tmp_path / "data"
     data.mkdir()
@@ -259,6 +261,11 @@ def test_run_through_the_cli(tmp_path, model_copy):
     report = run(manifest, tmp_path / "w", command="run ocr")
     assert report["stages"]["ocr"]["computed"] == 1 and not report["failures"], report
     assert report["no_output"]["ocr"] == {"NoWords": 1}
+    run(manifest, tmp_path / "w", command="run bert_screen")
+    capsys.readouterr()
+    main(["status", "--manifest", str(manifest), "--workdir", str(tmp_path / "w"), "--stage", "bert_screen", *small_args()])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("bert_screen"))
+    assert "no input 1 (ocr: 1 NoWords; not failures)" in line and "failed" not in line, line
     rec = model_copy / "PP-OCRv6_rec_small.onnx"
     rec.write_bytes(rec.read_bytes()[:-1] + b"\0")
     report = run(manifest, tmp_path / "w2", command="run ocr", expect=3)
