@@ -39,7 +39,7 @@ from .uploads import Upload
 
 THUMBNAILS_KEPT = 256
 RAW = ("text", "image", "audio")  # the manifest's columns
-WORD_MODALITIES = ("speech", "screen")  # the words read from the voice note and the screenshot
+WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")  # the words read from the voice note and the screenshot
 READ_FROM = {"speech": "audio", "screen": "image"}
 
 

