@@ -36,6 +36,7 @@ from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 from .speech_model import ModelFileError
+from .transcribe import cpu_count
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,12 +127,6 @@ def load_use(folder: Path, threads: int):
             _LOADED[key] = NumpyBackend(str(files["weights.npz"]), UseTokenizer(str(files["sp.model"])),
                                         threads=threads or cpu_count())
         return _LOADED[key]
-
-
-def cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def transformers_stage(cfg: MultilingualConfig):
