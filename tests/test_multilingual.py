@@ -97,3 +97,30 @@ def test_the_query_path_gives_the_batch_stages_vectors(tmp_path):
     other = ["I can't log in", "我的退款还没有到账"]  # batched with others, as a run batches it
     vectors = batch.process([{"id": "a", "text": other[0]}, {"id": "q", **cleaned}, {"id": "b", "text": other[1]}])
     np.testing.assert_allclose(encoded.features["text_ml"], vectors[1]["multilingual"], atol=1e-6)
+
+
+def test_clean_text_keeps_chinese_mixed_scripts_and_both_character_sets():
+    from stages.clean_text import CleanTextConfig, clean
+
+    cfg = CleanTextConfig()
+    for text in ["我无法登录我的账户", "無法登入我的帳戶", "我用iPhone 15登录App失败", "账户被锁定了“为了安全”",
+                 "請幫我看一下 invoice #123 的金額", "退款什么时候到账？"]:
+        assert clean(text, cfg) == text.replace("？", "?"), text
+    # NFKC (documented in clean_text) folds full-width forms to their ASCII twins, Chinese text stays as typed:
+    assert clean("你好，世界！Ｈｅｌｌｏ", cfg) == "你好,世界!Hello"
+    assert clean("<p>无法&nbsp;登录</p>\u200b", cfg) == "无法 登录"
+
+
+def test_items_are_split_by_the_script_of_their_message():
+    from stages.scripts import by_script, script
+
+    assert [script(t) for t in ["我无法登录", "I can't log in", "我的App闪退", "12345 😊", ""]] == ["zh", "en", "zh", "none", "none"]
+
+    class It:
+        def __init__(self, text):
+            self.text, self.text_path, self.base = text, "", ""
+
+    items = [It("我无法登录"), It("付款失败"), It("I can't log in"), It("refund")]
+    y, pred = np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1])  # labels access_light, billing_dark
+    got = by_script(items, y, pred, np.ones(4, bool), ["access_light", "billing_dark"])
+    assert got == {"zh": {"n": 2, "accuracy": 0.5, "topic_accuracy": 0.5}, "en": {"n": 2, "accuracy": 1.0, "topic_accuracy": 1.0}}

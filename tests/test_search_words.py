@@ -117,7 +117,8 @@ def test_the_search_and_the_cli_offer_the_same_modalities():
     from serving import search_cli
     from serving.search import CHOICES
 
-    assert search_cli.CHOICES == CHOICES == ("all", "words", "text", "speech", "screen", "image", "audio")
+    assert search_cli.CHOICES == CHOICES == ("all", "words", "text", "speech", "screen", "text_ml", "speech_ml", "screen_ml",
+                                             "image", "audio")
 
 
 def test_a_typed_query_finds_a_voice_only_ticket_by_what_its_note_says(data, capsys):
