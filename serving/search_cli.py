@@ -199,7 +199,8 @@ def _emit(args, searcher, query_id: str, results: list[dict], used=None, like=No
     if args.json:
         print(json.dumps({"query": query_id, **({"like": like} if like else {}), "results": results}, ensure_ascii=False))
         return
-    what = f"like {like}" if like else f"{query_id} ({', '.join(used or [])})"
+    shown = [m for m in used or [] if not m.endswith("_ml")]  # the multilingual twins of the same inputs
+    what = f"like {like}" if like else f"{query_id} ({', '.join(shown)})"
     print(f"{what}: {len(results)} result(s), modality {args.modality}")
     for m, label in (("speech", "said"), ("screen", "on screen")):  # the query's own words, as read
         if encoded is not None and m in encoded.cleaned:

@@ -39,8 +39,12 @@ from .uploads import Upload
 
 THUMBNAILS_KEPT = 256
 RAW = ("text", "image", "audio")  # the manifest's columns
-WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")  # the words read from the voice note and the screenshot
-READ_FROM = {"speech": "audio", "screen": "image"}
+# Encoded for search even when the model does not read them: the words read from the voice note and the
+# screenshot, and every text in the multilingual space.
+WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")
+# A block's failure is not listed again when the one it is read from failed the same way (a broken note:
+# audio; its transcript's vectors: speech, speech_ml).
+READ_FROM = {"speech": "audio", "screen": "image", "text_ml": "text", "speech_ml": "speech", "screen_ml": "screen"}
 
 
 def _ms(seconds: float) -> float:
