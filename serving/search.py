@@ -11,9 +11,10 @@ Spaces: one per ``stages.fuse.MODALITIES`` entry. Three of them hold vectors of 
 ``screen`` (the screenshot's text, ``bert_screen``) — so they are comparable with each other: together
 they are the **words** channel's bert family. ``text_ml``, ``speech_ml`` and ``screen_ml`` hold the same three
 texts embedded by the ``[multilingual]`` model (one space for 16 languages: a Chinese query meets an English
-ticket): its multilingual family. Each family scores as below (the best cosine over the query's and the
-item's word vectors of that family); the words score is the mean of the two families' scores (a family the
-item lacks counts 0). ``image`` (cnn) and ``audio`` (mfcc) are one channel each.
+ticket): its multilingual family. The words channel uses the multilingual family when it is indexed, the
+bert family otherwise (all-MiniLM reads Chinese as [UNK]s, so its cosines would pull a Chinese query toward
+any Chinese ticket); each bert space stays searchable on its own. ``image`` (cnn) and ``audio`` (mfcc) are
+one channel each.
 
 Scores are cosines. A query's word vectors — its typed text (``text``), the transcript of its voice note
 (``speech``), the text on its screenshot (``screen``) — are each compared with all three text spaces; an
@@ -61,8 +62,7 @@ from .query import Encoded
 WORDS = tuple(m for m in ("text", "speech", "screen") if m in MODALITIES)
 ML_WORDS = tuple(m for m in ("text_ml", "speech_ml", "screen_ml") if m in MODALITIES)
 ALL_WORDS = WORDS + ML_WORDS
-# channel -> the channel group it counts in: the words channel is the mean of its two model families
-GROUP = {"words": "words", "words_ml": "words"}
+SHOWN_ONLY = {"bert_words"}  # channels whose cosines are reported in "modalities" but not scored
 CHOICES = ("all", "words", *ALL_WORDS, *(m for m in MODALITIES if m not in ALL_WORDS))
 # Where an item's words come from (stage, field) and what a result calls them.
 TEXT_STAGES = {"text": "clean_text", "speech": "transcribe", "screen": "ocr"}
@@ -241,7 +241,12 @@ class Searcher:
         """channel -> (the query's modalities it uses, the spaces it compares them with)."""
         if modality not in CHOICES:
             raise SearchError(f"unknown modality {modality!r}; use one of {', '.join(CHOICES)}")
-        words = {"words": (WORDS, WORDS), "words_ml": (ML_WORDS, ML_WORDS)}
+        # The words channel reads the multilingual spaces when they are indexed (all-MiniLM reads Chinese as
+        # [UNK]s: any two Chinese texts score ~0.5 there, a Chinese text and its English twin ~0.1, so mixing
+        # its cosines in pulls a Chinese query to unrelated Chinese tickets); the bert spaces otherwise.
+        # (the bert spaces' cosines are still computed for "modalities", as "bert_words", outside the score)
+        family = ML_WORDS if any(m in self._spaces for m in ML_WORDS) else WORDS
+        words = {"words": (family, family), **({"bert_words": (WORDS, WORDS)} if family != WORDS else {})}
         if modality == "all":
             return {**words, **{m: ((m,), (m,)) for m in MODALITIES if m not in ALL_WORDS}}
         if modality == "words":
@@ -279,10 +284,7 @@ class Searcher:
             raise SearchError(f"k must be at least 1, not {k}")
         n = len(self._order)
         total, count = np.zeros(n), np.zeros(n, np.int64)
-        # A channel counts as 1 / (the channels of its group in the plan): both word families together are
-        # one channel, the mean of their best cosines (one family the item lacks counts 0 within it).
-        groups = [GROUP.get(c, c) for c in plan]
-        weight = {c: 1 / groups.count(GROUP.get(c, c)) for c in plan}
+
         per: dict[str, np.ndarray] = {}  # space -> the item's best cosine in it (nan: the item has none)
         match = None  # (pair index per item, the pairs) of the words channel
         for channel, pairs in plan.items():
@@ -296,12 +298,14 @@ class Searcher:
                 better = cosines > best  # strictly: a tie keeps the earlier pair (text before speech, screen)
                 best[better], which[better] = cosines[better], j
             present = which >= 0
-            total[present] += best[present] * weight[channel]
+            if channel in SHOWN_ONLY:
+                continue
+            total[present] += best[present]
             count[present] += 1
-            if all(name in ALL_WORDS for _, name, _ in pairs) and (match is None or all(name in WORDS for _, name, _ in pairs)):
+            if channel == "words" or channel in ALL_WORDS:
                 match = (which, pairs)
         # the channels' cosines summed over the query's channels: a channel the item lacks counts 0
-        mean = np.where(count > 0, total / max(len(set(groups)), 1), -np.inf)
+        mean = np.where(count > 0, total / max(len(set(plan) - SHOWN_ONLY), 1), -np.inf)
         for item_id in exclude:
             if item_id in self._row:
                 mean[self._row[item_id]] = -np.inf

@@ -119,12 +119,11 @@ def test_all_scores_are_the_shared_mean_weighted_by_query_coverage(setup):
         shared = [m for m in ("text", "text_ml", "audio") if item_id in single[m]]
         assert set(result["modalities"]) == set(shared)
         got = {m: single[m].get(item_id, 0.0) for m in single}
-        # the words channel is the mean of its two families (bert, multilingual); then words + audio over 2
-        words = (got["text"] + got["text_ml"]) / 2
+        # the words channel is the multilingual family's (text_ml here); then words + audio over 2
+        words = got["text_ml"]
         assert result["score"] == pytest.approx((words + got["audio"]) / 2, abs=2e-6)
     assert list(combined["textonly"]["modalities"]) == ["text", "text_ml"]
-    only = single["text"]["textonly"] + single["text_ml"]["textonly"]
-    assert combined["textonly"]["score"] == pytest.approx(only / 4, abs=1e-6)  # no voice note
+    assert combined["textonly"]["score"] == pytest.approx(single["text_ml"]["textonly"] / 2, abs=1e-6)  # no voice note
     scores = [r["score"] for r in combined.values()]
     assert scores == sorted(scores, reverse=True)
 
