@@ -124,3 +124,26 @@ def test_items_are_split_by_the_script_of_their_message():
     y, pred = np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1])  # labels access_light, billing_dark
     got = by_script(items, y, pred, np.ones(4, bool), ["access_light", "billing_dark"])
     assert got == {"zh": {"n": 2, "accuracy": 0.5, "topic_accuracy": 0.5}, "en": {"n": 2, "accuracy": 1.0, "topic_accuracy": 1.0}}
+
+
+def test_the_model_puts_each_multilingual_block_in_its_branch_with_its_own_mask():
+    from stages.model import build_model
+    from stages.train import TrainConfig, ablation_sets
+
+    dims = {"text": 6, "image": 5, "audio": 4, "speech": 6, "screen": 6, "text_ml": 8, "speech_ml": 8, "screen_ml": 8}
+    cfg = TrainConfig(width=8, head_width=8, epochs=1)
+    model = build_model(dims, 3, cfg)
+    names = {i.name for i in model.inputs}
+    assert {"text_ml", "text_ml_mask", "speech_ml", "speech_ml_mask", "screen_ml", "screen_ml_mask"} <= names
+    layers = {layer.name for layer in model.layers}
+    assert {"text_blocks", "image_blocks", "audio_blocks"} <= layers  # text = bert + multilingual blocks
+    rng = np.random.default_rng(0)
+    x = {m: rng.normal(size=(4, d)).astype(np.float32) for m, d in dims.items()}
+    x.update({f"{m}_mask": np.ones((4, 1), np.float32) for m in dims})
+    full = model(x, training=False).numpy()
+    x["text_ml_mask"][:] = 0  # a missing block changes what the text branch sees
+    assert not np.allclose(full, model(x, training=False).numpy())
+    sets = ablation_sets(list(dims))
+    assert sets["text"] == ["text", "text_ml"] and sets["text_without_multilingual"] == ["text"]
+    assert sets["image"] == ["image", "screen", "screen_ml"] and sets["image_without_words"] == ["image"]
+    assert sets["audio"] == ["audio", "speech", "speech_ml"] and sets["audio_without_words"] == ["audio"]
