@@ -210,15 +210,16 @@ class TicketService:
                 "missing_modalities": missing}
 
     async def similar(self, encoded, k: int, modality: str = "all") -> list[dict[str, Any]]:
-        from .search import WORDS
+        from .search import ALL_WORDS, ML_WORDS, WORDS
 
         indexed = self.searcher.modalities
-        choices = (["words"] if any(m in WORDS for m in indexed) else []) + indexed
+        choices = (["words"] if any(m in ALL_WORDS for m in indexed) else []) + indexed
         if modality != "all" and modality not in choices:
             raise InvalidParameter(f"modality must be 'all' or one of {', '.join(choices)}, not {modality!r}")
-        needs = WORDS if modality == "words" or modality in WORDS else (modality,)
+        needs = ALL_WORDS if modality == "words" else WORDS if modality in WORDS else \
+            ML_WORDS if modality in ML_WORDS else (modality,)
         if modality != "all" and not any(m in encoded.features for m in needs):
-            what = "words (text, a voice note's speech or a screenshot's text)" if needs == WORDS else modality
+            what = "words (text, a voice note's speech or a screenshot's text)" if needs != (modality,) else modality
             raise InvalidParameter(f"cannot search by {modality}: the request has no usable {what}", errors_of(encoded))
         if not 1 <= k <= 100:
             raise InvalidParameter(f"k must be within 1..100, not {k}")

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 def test_fused_model_beats_every_single_modality(trained):
     metrics = json.loads((trained["model"] / "metrics.json").read_text())
     ablation = metrics["ablation"]
-    assert set(ablation) == {"fused", "text", "image", "audio"}
+    assert set(ablation) == {"fused", "text", "image", "audio", "text_without_multilingual"}
     assert (trained["model"] / "ablation.png").is_file()
     assert trained["report"]["train"]["test_accuracy"] == ablation
     # Each modality alone tells two pairs of classes apart (~50%); together they separate all four.
