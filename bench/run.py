@@ -206,6 +206,9 @@ def main() -> int:
         bench_mfcc(tmp)
         bench_memory(tmp)
         search_figures = search.run(tmp / "search", record)
+        from bench import multilingual
+
+        multilingual_figures = multilingual.main()
         from bench.serve import bench_serve
 
         serve = bench_serve(tmp, record)
@@ -220,6 +223,7 @@ def main() -> int:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures,
+                                               "multilingual": multilingual_figures,
                                                "serve": serve, "cutoff": cutoff, "planning": planning}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0

@@ -148,6 +148,8 @@ def cmd_run(args, targets: list[str] | None = None, force: tuple[str, ...] = ())
             print(f"model: {trained['run']}{note}")
             metrics = json.loads((Path(trained["run"]) / "metrics.json").read_text())
             print("test accuracy: " + ", ".join(f"{k} {v}" for k, v in metrics["ablation"].items()))
+            for model, split in metrics.get("by_script", {}).items():  # Chinese vs English messages
+                print(f"  {model} by script: " + ", ".join(f"{s} {v.get('accuracy')} (n={v['n']})" for s, v in split.items()))
     if report.data["stage_errors"]:
         return 3
     return 1 if args.strict and report.failed_count else 0

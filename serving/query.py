@@ -92,26 +92,37 @@ class QueryEncoder:
     def encode(self, items: list[Item], modalities: list[str] | None = None) -> list[Encoded]:
         """Clean and featurize every item's modalities; one batch per stage, errors kept per item."""
         results = [Encoded(item.id) for item in items]
+        done: dict[str, tuple[list, dict]] = {}  # cleaning stage -> (its outputs, its failures by item)
         for modality in modalities or list(MODALITIES):
             feature = MODALITIES[modality]
             cleaner = self.stage(cleaning_stage(feature))
-            raw = cleaner.inputs[0][len(RAW_PREFIX):]
-            records, owners = [], []
-            for n, item in enumerate(items):
-                if not item.has(raw):
-                    continue
-                try:
-                    records.append(self._raw_record(item, raw))
-                    owners.append(n)
-                except ItemError as exc:
-                    results[n].errors[modality] = (exc.kind, f"{modality}: {exc}")
-            cleaned = self._run(cleaner, records, owners, results, modality)
+            if cleaner.name in done:  # e.g. bert_speech and multilingual_speech: one transcription
+                cleaned, failed = done[cleaner.name]
+                for n, (kind, message) in failed.items():
+                    results[n].errors[modality] = (kind, f"{modality}: {message}")
+            else:
+                cleaned = self._clean(cleaner, items, results, modality)
+                done[cleaner.name] = (cleaned, {n: (r.errors[modality][0], r.errors[modality][1].removeprefix(modality + ": "))
+                                                for n, r in enumerate(results) if modality in r.errors})
             for n, record in cleaned:
                 results[n].cleaned[modality] = record
             inputs = [{"id": items[n].id, **record} for n, record in cleaned]
             for n, record in self._run(self.stage(feature), inputs, [n for n, _ in cleaned], results, modality):
                 results[n].features[modality] = np.asarray(record[feature], dtype=np.float32)
         return results
+
+    def _clean(self, cleaner: Stage, items: list[Item], results: list[Encoded], modality: str):
+        raw = cleaner.inputs[0][len(RAW_PREFIX):]
+        records, owners = [], []
+        for n, item in enumerate(items):
+            if not item.has(raw):
+                continue
+            try:
+                records.append(self._raw_record(item, raw))
+                owners.append(n)
+            except ItemError as exc:
+                results[n].errors[modality] = (exc.kind, f"{modality}: {exc}")
+        return self._run(cleaner, records, owners, results, modality)
 
     def _raw_record(self, item: Item, raw: str) -> dict[str, Any]:
         if raw == "text" and item.text:

@@ -9,7 +9,12 @@ no item references, rebuilding a space whose files cannot be trusted. Queries ar
 Spaces: one per ``stages.fuse.MODALITIES`` entry. Three of them hold vectors of the same ``[bert]`` model
 — ``text`` (the typed message, ``bert``), ``speech`` (the voice note's transcript, ``bert_speech``) and
 ``screen`` (the screenshot's text, ``bert_screen``) — so they are comparable with each other: together
-they are the **words** channel. ``image`` (cnn) and ``audio`` (mfcc) are one channel each.
+they are the **words** channel's bert family. ``text_ml``, ``speech_ml`` and ``screen_ml`` hold the same three
+texts embedded by the ``[multilingual]`` model (one space for 16 languages: a Chinese query meets an English
+ticket): its multilingual family. The words channel uses the multilingual family when it is indexed, the
+bert family otherwise (all-MiniLM reads Chinese as [UNK]s, so its cosines would pull a Chinese query toward
+any Chinese ticket); each bert space stays searchable on its own. ``image`` (cnn) and ``audio`` (mfcc) are
+one channel each.
 
 Scores are cosines. A query's word vectors — its typed text (``text``), the transcript of its voice note
 (``speech``), the text on its screenshot (``screen``) — are each compared with all three text spaces; an
@@ -52,9 +57,13 @@ from .index import IndexFolder
 from .space import Space
 from .query import Encoded
 
-# The spaces of the [bert] model (comparable with each other): the words channel.
+# The spaces of the [bert] model (comparable with each other), and those of the [multilingual] model
+# (comparable with each other, not with bert's): together the words channel.
 WORDS = tuple(m for m in ("text", "speech", "screen") if m in MODALITIES)
-CHOICES = ("all", "words", *WORDS, *(m for m in MODALITIES if m not in WORDS))
+ML_WORDS = tuple(m for m in ("text_ml", "speech_ml", "screen_ml") if m in MODALITIES)
+ALL_WORDS = WORDS + ML_WORDS
+SHOWN_ONLY = {"bert_words"}  # channels whose cosines are reported in "modalities" but not scored
+CHOICES = ("all", "words", *ALL_WORDS, *(m for m in MODALITIES if m not in ALL_WORDS))
 # Where an item's words come from (stage, field) and what a result calls them.
 TEXT_STAGES = {"text": "clean_text", "speech": "transcribe", "screen": "ocr"}
 WORD_NAMES = {"text": "text", "speech": "said", "screen": "on_screen"}
@@ -99,8 +108,8 @@ def query_modalities(modality: str) -> list[str] | None:
     """What a query must encode for a search by ``modality`` (None: everything)."""
     if modality == "all":
         return None
-    if modality == "words" or modality in WORDS:
-        return list(WORDS)
+    if modality == "words" or modality in ALL_WORDS:
+        return list(ALL_WORDS)
     return [modality]
 
 
@@ -232,15 +241,22 @@ class Searcher:
         """channel -> (the query's modalities it uses, the spaces it compares them with)."""
         if modality not in CHOICES:
             raise SearchError(f"unknown modality {modality!r}; use one of {', '.join(CHOICES)}")
+        # The words channel reads the multilingual spaces when they are indexed (all-MiniLM reads Chinese as
+        # [UNK]s: any two Chinese texts score ~0.5 there, a Chinese text and its English twin ~0.1, so mixing
+        # its cosines in pulls a Chinese query to unrelated Chinese tickets); the bert spaces otherwise.
+        # (the bert spaces' cosines are still computed for "modalities", as "bert_words", outside the score)
+        family = ML_WORDS if any(m in self._spaces for m in ML_WORDS) else WORDS
+        words = {"words": (family, family), **({"bert_words": (WORDS, WORDS)} if family != WORDS else {})}
         if modality == "all":
-            return {"words": (WORDS, WORDS), **{m: ((m,), (m,)) for m in MODALITIES if m not in WORDS}}
+            return {**words, **{m: ((m,), (m,)) for m in MODALITIES if m not in ALL_WORDS}}
         if modality == "words":
-            if not any(m in self._spaces for m in WORDS):
-                raise self._not_indexed(list(WORDS))
-            return {"words": (WORDS, WORDS)}
+            if not any(m in self._spaces for m in ALL_WORDS):
+                raise self._not_indexed(list(ALL_WORDS))
+            return words
         if modality not in self._spaces:
             raise self._not_indexed([modality])
-        return {modality: (WORDS if modality in WORDS else (modality,), (modality,))}
+        family = WORDS if modality in WORDS else ML_WORDS if modality in ML_WORDS else (modality,)
+        return {modality: (family, (modality,))}
 
     def _plan(self, channels, sources: set[str], query_vector, raise_not_indexed: bool = True) -> dict[str, list]:
         """channel -> [(query modality, space, prepared query vector)] for the pairs both sides have."""
@@ -268,6 +284,7 @@ class Searcher:
             raise SearchError(f"k must be at least 1, not {k}")
         n = len(self._order)
         total, count = np.zeros(n), np.zeros(n, np.int64)
+
         per: dict[str, np.ndarray] = {}  # space -> the item's best cosine in it (nan: the item has none)
         match = None  # (pair index per item, the pairs) of the words channel
         for channel, pairs in plan.items():
@@ -281,12 +298,14 @@ class Searcher:
                 better = cosines > best  # strictly: a tie keeps the earlier pair (text before speech, screen)
                 best[better], which[better] = cosines[better], j
             present = which >= 0
+            if channel in SHOWN_ONLY:
+                continue
             total[present] += best[present]
             count[present] += 1
-            if all(name in WORDS for _, name, _ in pairs):
+            if channel == "words" or channel in ALL_WORDS:
                 match = (which, pairs)
         # the channels' cosines summed over the query's channels: a channel the item lacks counts 0
-        mean = np.where(count > 0, total / max(len(plan), 1), -np.inf)
+        mean = np.where(count > 0, total / max(len(set(plan) - SHOWN_ONLY), 1), -np.inf)
         for item_id in exclude:
             if item_id in self._row:
                 mean[self._row[item_id]] = -np.inf
@@ -305,4 +324,5 @@ class Searcher:
         item = self._items[self._order[row]]
         return {"id": item.id, "score": round(float(score), 6), "label": item.label, "split": item.split,
                 "modalities": {m: round(float(parts[m]), 6) for m in MODALITIES if m in parts},
-                "matched": matched[1] if matched else None, "query_words": matched[0] if matched else None}
+                "matched": matched[1].removesuffix("_ml") if matched else None,
+                "query_words": matched[0].removesuffix("_ml") if matched else None}

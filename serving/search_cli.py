@@ -22,7 +22,7 @@ from pipeline.errors import SearchError, absent_kinds
 SNIPPET = 60
 # serving.search.CHOICES, spelled out: every mmp command builds this parser, and serving.search imports numpy
 # (a no-op run must not). tests/test_search_words.py checks the two agree.
-CHOICES = ("all", "words", "text", "speech", "screen", "image", "audio")
+CHOICES = ("all", "words", "text", "speech", "screen", "text_ml", "speech_ml", "screen_ml", "image", "audio")
 
 
 def add_parsers(sub, common) -> None:
@@ -44,12 +44,17 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--modality", choices=list(CHOICES), default="all",
                    help="what to compare (default all). The words channel: the query's text, its voice note's "
                    "transcript and its screenshot's text are each compared with every item's typed message "
-                   "(text), transcript (speech) and screen text (screen), all embedded by the [bert] model; the "
-                   "item's words score is the best of those cosines, and the result says where it matched. "
+                   "(text), transcript (speech) and screen text (screen), in two model families: the [bert] model "
+                   "(spaces text, speech, screen) and the [multilingual] model (text_ml, speech_ml, screen_ml: "
+                   "16 languages in one space, so a Chinese query finds an English ticket and back). The words "
+                   "channel uses the multilingual family (the bert one only where no multilingual space is "
+                   "indexed: all-MiniLM cannot read Chinese); the item's words score is the best cosine over "
+                   "those pairs, and the result says where it matched. "
                    "all: (words score if the query has words + image cosine if it has an image + audio cosine "
                    "if it has audio) / the number of those channels the query has, a channel the item lacks "
-                   "counting 0. words: the words channel alone. text, speech, screen: one of the item's text "
-                   "spaces, compared with every word vector of the query. image, audio: that space alone")
+                   "counting 0. words: the words channel alone. text, speech, screen (bert) and text_ml, speech_ml, "
+                   "screen_ml (multilingual): one of the item's text spaces, compared with every word vector of "
+                   "the query in that family. image, audio: that space alone")
     p.add_argument("-k", type=int, default=10, metavar="N", help="results per query (default 10; items with content identical "
                    "to the k-th come with it; a k beyond the index returns every item)")
     p.add_argument("--json", action="store_true", help='one line per query: {"query": ID, "results": [{"id", '
@@ -195,7 +200,8 @@ def _emit(args, searcher, query_id: str, results: list[dict], used=None, like=No
     if args.json:
         print(json.dumps({"query": query_id, **({"like": like} if like else {}), "results": results}, ensure_ascii=False))
         return
-    what = f"like {like}" if like else f"{query_id} ({', '.join(used or [])})"
+    shown = [m for m in used or [] if not m.endswith("_ml")]  # the multilingual twins of the same inputs
+    what = f"like {like}" if like else f"{query_id} ({', '.join(shown)})"
     print(f"{what}: {len(results)} result(s), modality {args.modality}")
     for m, label in (("speech", "said"), ("screen", "on screen")):  # the query's own words, as read
         if encoded is not None and m in encoded.cleaned:

@@ -39,8 +39,12 @@ from .uploads import Upload
 
 THUMBNAILS_KEPT = 256
 RAW = ("text", "image", "audio")  # the manifest's columns
-WORD_MODALITIES = ("speech", "screen")  # the words read from the voice note and the screenshot
-READ_FROM = {"speech": "audio", "screen": "image"}
+# Encoded for search even when the model does not read them: the words read from the voice note and the
+# screenshot, and every text in the multilingual space.
+WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")
+# A block's failure is not listed again when the one it is read from failed the same way (a broken note:
+# audio; its transcript's vectors: speech, speech_ml).
+READ_FROM = {"speech": "audio", "screen": "image", "text_ml": "text", "speech_ml": "speech", "screen_ml": "screen"}
 
 
 def _ms(seconds: float) -> float:
@@ -206,15 +210,16 @@ class TicketService:
                 "missing_modalities": missing}
 
     async def similar(self, encoded, k: int, modality: str = "all") -> list[dict[str, Any]]:
-        from .search import WORDS
+        from .search import ALL_WORDS, ML_WORDS, WORDS
 
         indexed = self.searcher.modalities
-        choices = (["words"] if any(m in WORDS for m in indexed) else []) + indexed
+        choices = (["words"] if any(m in ALL_WORDS for m in indexed) else []) + indexed
         if modality != "all" and modality not in choices:
             raise InvalidParameter(f"modality must be 'all' or one of {', '.join(choices)}, not {modality!r}")
-        needs = WORDS if modality == "words" or modality in WORDS else (modality,)
+        needs = ALL_WORDS if modality == "words" else WORDS if modality in WORDS else \
+            ML_WORDS if modality in ML_WORDS else (modality,)
         if modality != "all" and not any(m in encoded.features for m in needs):
-            what = "words (text, a voice note's speech or a screenshot's text)" if needs == WORDS else modality
+            what = "words (text, a voice note's speech or a screenshot's text)" if needs != (modality,) else modality
             raise InvalidParameter(f"cannot search by {modality}: the request has no usable {what}", errors_of(encoded))
         if not 1 <= k <= 100:
             raise InvalidParameter(f"k must be within 1..100, not {k}")

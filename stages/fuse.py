@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 # modality -> the feature stage that provides it. "speech" (what the voice note says) and "screen" (the text
 # on the screenshot) are texts embedded by the [bert] model; each is a block with its own mask.
-MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc", "speech": "bert_speech", "screen": "bert_screen"}
+MODALITIES = {"text": "bert", "image": "cnn", "audio": "mfcc", "speech": "bert_speech", "screen": "bert_screen",
+              # the same three texts in the [multilingual] model's space (Chinese and English alike)
+              "text_ml": "multilingual", "speech_ml": "multilingual_speech", "screen_ml": "multilingual_screen"}
 # The model's three branches and the blocks each one sees: the image branch the CNN vector and the screen
 # text, the audio branch the MFCCs and the transcript. A branch is present when any of its blocks is.
-BRANCHES = {"text": ("text",), "image": ("image", "screen"), "audio": ("audio", "speech")}
+BRANCHES = {"text": ("text", "text_ml"), "image": ("image", "screen", "screen_ml"), "audio": ("audio", "speech", "speech_ml")}
 READ_BATCH = 512
 
 

@@ -24,6 +24,7 @@ from pipeline.keys import digest_bytes, digest_obj
 from pipeline.stage import Stage, register
 
 from .fuse import BRANCHES, MODALITIES, load_fused
+from .scripts import by_script
 from .splits import assign_splits  # noqa: F401  (kept importable here)
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def _fit(arrays, y, split, modalities, n_classes, cfg: TrainConfig, run_dir: Pat
 
 
 
-WORDS = ("speech", "screen")  # the blocks that hold the words of a voice note and of a screenshot
+WORDS = ("speech", "screen", "speech_ml", "screen_ml")  # the blocks that hold the words of a voice note and of a screenshot
 
 
 def ablation_sets(blocks: list[str]) -> dict[str, list[str]]:
@@ -109,6 +110,8 @@ def ablation_sets(blocks: list[str]) -> dict[str, list[str]]:
             plain = [m for m in members if m in blocks and m not in WORDS]
             if plain and len(plain) < len([m for m in members if m in blocks]):
                 sets[f"{b}_without_words"] = plain
+    if "text" in blocks and "text_ml" in blocks:  # the typed message by bert alone: what the multilingual vector adds
+        sets["text_without_multilingual"] = ["text"]
     return {name: members for name, members in sets.items() if members}
 
 
@@ -210,12 +213,17 @@ def fit_and_save(ctx: DatasetContext, kept, labels: list[str], stats, run_dir: P
                                "splits": {s: _scores(y[split == s], pred[split == s], labels) for s in ("train", "val", "test")}}
     test = split == "test"
     ablation = {"fused": metrics["splits"]["test"].get("accuracy")}
+    items = [i for i, _ in kept]
+    scripts = {"fused": by_script(items, y, pred, test, labels)}  # test accuracy, Chinese vs English messages
     if cfg.ablation and len(modalities) > 1:
         for name, blocks in ablation_sets(modalities).items():
             single, _ = _fit(arrays, y, split, blocks, len(labels), cfg, None)
             p = predict_proba(single, arrays, blocks).argmax(1)
             ablation[name] = round(float((p[test] == y[test]).mean()), 4) if test.any() else None
+            if name.startswith("text"):
+                scripts[name] = by_script(items, y, p, test, labels)
     metrics["ablation"] = ablation
+    metrics["by_script"] = scripts
     model.save(tmp_dir / "model.keras")
     stats.save(tmp_dir)
     (tmp_dir / "labels.json").write_text(json.dumps(labels))

@@ -117,7 +117,7 @@ def test_identical_inputs_are_computed_once(tmp_path, monkeypatch):
     report = run(m, tmp_path / "w")
     assert report["failures"] == [] and counts(report, "computed") == {s: 4 for s in ALL_STAGES}  # items served
     assert {s: len(ids) for s, ids in processed.items()} == {s: 3 for s in ALL_STAGES}  # computations
-    assert {s: len(keys) for s, keys in committed(tmp_path / "w").items()} == {s: 3 for s in ALL_STAGES}
+    assert {s: len(keys) for s, keys in committed(tmp_path / "w").items()} == {s: 3 for s in ALL_STAGES + ["multilingual"]}
 
 
 def test_raw_hashes_are_memoized_a_noop_run_reads_no_raw_bytes(tmp_path, monkeypatch):

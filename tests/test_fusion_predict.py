@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 def test_fused_model_beats_every_single_modality(trained):
     metrics = json.loads((trained["model"] / "metrics.json").read_text())
     ablation = metrics["ablation"]
-    assert set(ablation) == {"fused", "text", "image", "audio"}
+    assert set(ablation) == {"fused", "text", "image", "audio", "text_without_multilingual"}
     assert (trained["model"] / "ablation.png").is_file()
     assert trained["report"]["train"]["test_accuracy"] == ablation
     # Each modality alone tells two pairs of classes apart (~50%); together they separate all four.
@@ -106,7 +106,7 @@ def test_predict_is_the_model_applied_to_the_standardized_fused_features(trained
     got = pd.read_csv(out, keep_default_na=False).set_index("id")
     assert list(got.index) == [r["id"] for r in new]
     # (the words blocks, absent on these tones and noise images, are not listed: the model never had them)
-    assert list(got["missing_modalities"]) == ["", "image", "audio", "", "text,image,audio"]
+    assert list(got["missing_modalities"]) == ["", "image", "audio", "", "text,image,audio,text_ml"]
     assert got.loc["nothing", "error"] == "NoUsableModality" and "MissingFile" in got.loc["nothing", "message"]
 
     # By hand: features from the cache, the model folder's statistics, the model itself.
@@ -114,7 +114,7 @@ def test_predict_is_the_model_applied_to_the_standardized_fused_features(trained
     with np.load(trained["model"] / "stats.npz", allow_pickle=False) as z:
         stats = {k: z[k] for k in z.files}
     features = {}
-    for modality, stage in (("text", "bert"), ("image", "cnn"), ("audio", "mfcc")):
+    for modality, stage in (("text", "bert"), ("image", "cnn"), ("audio", "mfcc"), ("text_ml", "multilingual")):
         path = tmp_path / f"{stage}.parquet"
         run(manifest, trained["tmp"] / "w", "--out", str(path), command=f"export {stage}")
         features[modality] = pd.read_parquet(path).set_index("id")[stage]
@@ -155,7 +155,7 @@ def test_gc_keeps_everything_the_manifest_and_config_use(trained, capsys):
     assert entries(w) == before  # a dry run deletes nothing
     run(trained["manifest"], w, *TRAIN, command="gc")
     kept = entries(w)
-    assert kept == {s: 4 * PER_CLASS for s in ("clean_text", "bert", "clean_image", "cnn", "clean_audio", "mfcc", "fuse")}
+    assert kept == {s: 4 * PER_CLASS for s in ("clean_text", "bert", "multilingual", "clean_image", "cnn", "clean_audio", "mfcc", "fuse")}
     assert {s: before[s] - kept.get(s, 0) for s in before} == {s: n for s, n in would.items() if s in before}
     again = run(trained["manifest"], w, *TRAIN, command="train")
     assert again["train"]["cached"] is True and all(c == 0 for c in counts(again, "computed").values())

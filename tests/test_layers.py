@@ -52,10 +52,13 @@ def test_config_sections_come_from_registered_stages():
 
     assert {"clean_text", "bert", "cnn", "mfcc", "fuse", "train"} <= set(STAGES)
     assert all(SECTIONS[cls.section()] is cls.Config for cls in STAGES.values())
-    # bert_speech and bert_screen run the [bert] model on transcripts and screen text: no section of their own
-    assert {name for name, cls in STAGES.items() if cls.config_section} == {"bert_speech", "bert_screen"}
+    # bert_speech and bert_screen run the [bert] model on transcripts and screen text, multilingual_speech and
+    # multilingual_screen the [multilingual] one: no section of their own
+    assert {name for name, cls in STAGES.items() if cls.config_section} == {"bert_speech", "bert_screen",
+                                                                            "multilingual_speech", "multilingual_screen"}
     assert "bert_speech" not in SECTIONS and "bert_screen" not in SECTIONS
-    assert {name for name, cls in STAGES.items() if cls.holds_model} == {"bert", "cnn", "transcribe", "ocr", "bert_speech", "bert_screen"}
+    assert {name for name, cls in STAGES.items() if cls.holds_model} == {"bert", "cnn", "transcribe", "ocr", "bert_speech", "bert_screen",
+                                                                         "multilingual", "multilingual_speech", "multilingual_screen"}
 
 
 def test_executors_are_chosen_by_name():

@@ -56,12 +56,12 @@ def test_errors_are_per_modality_with_the_pipelines_types(setup):
 
     _, _, config, items, report = setup
     bad = QueryEncoder(config).encode([i for i in items if i.id == "bad"])[0]
-    assert set(bad.features) == {"text"}
+    assert set(bad.features) == {"text", "text_ml"}
     assert bad.errors["image"][0] == "ImageDecodeError"
     assert bad.errors["screen"][0] == "ImageDecodeError"  # its screen text is read from the same file
     assert [(f["stage"], f["error"], f.get("also")) for f in report["failures"] if f["id"] == "bad"] == [
         ("clean_image", "ImageDecodeError", ["ocr"])]  # listed once: the same file, the same error
-    assert bad.missing == ["image", "audio", "speech", "screen"]
+    assert bad.missing == ["image", "audio", "speech", "screen", "speech_ml", "screen_ml"]
     assert bad.cleaned["text"]["text"] == "only text works here"
 
 

@@ -75,7 +75,7 @@ def test_text_query_json_format_and_identical_items_together(setup, capsys):
     assert set(top) == {"id", "score", "label", "split", "modalities", "matched", "query_words", "words"}
     assert (top["matched"], top["query_words"], top["words"]) == ("text", "text", {"text": TEXTS[2]})
     assert (top["id"], top["label"], top["split"]) == ("item002", "a", "test") and top["score"] > 0.999
-    assert list(top["modalities"]) == ["text"]
+    assert list(top["modalities"]) == ["text", "text_ml"]
     # item000 and dup share every feature key: with -k 1 both come back, with the same score
     (answer,), _ = search_json(setup, capsys, "--text", TEXTS[0], "-k", "1")
     assert [r["id"] for r in answer["results"]] == ["item000", "dup"]
@@ -95,7 +95,7 @@ def test_like_uses_cached_features_and_excludes_the_item(setup, capsys):
     ids = [r["id"] for r in answer["results"]]
     assert answer["like"] == "item000" and "item000" not in ids
     assert ids[0] == "dup" and answer["results"][0]["score"] == pytest.approx(1, abs=1e-5)
-    assert set(answer["results"][0]["modalities"]) == {"text", "image", "audio"}
+    assert set(answer["results"][0]["modalities"]) == {"text", "image", "audio", "text_ml"}
     code, _, err = mmp(setup, "search", "--like", "item0", capsys=capsys)
     assert code == 2 and "unknown item id 'item0'" in err
 
@@ -110,17 +110,20 @@ def test_all_scores_are_the_shared_mean_weighted_by_query_coverage(setup):
         query = query_item("q", text=TEXTS[1], audio="aud/2.wav", base=str(setup["root"]))
         (encoded,) = encoder.encode([query])
         combined = {r["id"]: r for r in searcher.search(encoded, k=100)}
-        single = {m: {r["id"]: r["score"] for r in searcher.search(encoded, k=100, modality=m)} for m in ("text", "audio")}
+        single = {m: {r["id"]: r["score"] for r in searcher.search(encoded, k=100, modality=m)}
+                  for m in ("text", "text_ml", "audio")}
     finally:
         ws.close()
     assert set(combined) == {r["id"] for r in setup["rows"]}  # -k beyond the index: every item
     for item_id, result in combined.items():
-        shared = [m for m in ("text", "audio") if item_id in single[m]]
+        shared = [m for m in ("text", "text_ml", "audio") if item_id in single[m]]
         assert set(result["modalities"]) == set(shared)
-        mean = np.mean([single[m][item_id] for m in shared])  # over the modalities both have ...
-        assert result["score"] == pytest.approx(mean * len(shared) / 2, abs=2e-6)  # ... x the query's coverage
-    assert list(combined["textonly"]["modalities"]) == ["text"]
-    assert combined["textonly"]["score"] == pytest.approx(single["text"]["textonly"] / 2, abs=1e-6)  # no voice note
+        got = {m: single[m].get(item_id, 0.0) for m in single}
+        # the words channel is the multilingual family's (text_ml here); then words + audio over 2
+        words = got["text_ml"]
+        assert result["score"] == pytest.approx((words + got["audio"]) / 2, abs=2e-6)
+    assert list(combined["textonly"]["modalities"]) == ["text", "text_ml"]
+    assert combined["textonly"]["score"] == pytest.approx(single["text_ml"]["textonly"] / 2, abs=1e-6)  # no voice note
     scores = [r["score"] for r in combined.values()]
     assert scores == sorted(scores, reverse=True)
 
@@ -137,7 +140,7 @@ def test_query_manifest_answers_each_row_and_reports_bad_ones(setup, capsys, tmp
     answers, err = search_json(setup, capsys, "--query-manifest", str(queries), "-k", "2", expect=2)
     assert [a["query"] for a in answers] == ["q1", "q2", "q3"]
     assert answers[0]["results"][0]["id"] in ("item005", "item001")
-    assert answers[0]["results"][0]["modalities"].keys() == {"text", "audio"}
+    assert answers[0]["results"][0]["modalities"].keys() == {"text", "audio", "text_ml"}
     assert "ImageDecodeError" in answers[1]["message"] and answers[1]["results"] == []
     assert "TextDecodeError" in answers[2]["message"]
     assert "ImageDecodeError" in err and "TextDecodeError" in err
@@ -176,7 +179,7 @@ def test_no_indexed_items_for_a_modality_is_a_clear_error(setup, tmp_path, capsy
     assert code == 2 and "no items with audio features are indexed; run mmp features" in err
     ws, searcher = open_searcher(setup, rows=rows, workdir=tmp_path / "w")
     ws.close()
-    assert searcher.modalities == ["text"]
+    assert searcher.modalities == ["text", "text_ml"]
     with pytest.raises(SearchError, match="no items with image features are indexed"):
         searcher.like("t1", modality="image")
     assert [r["id"] for r in searcher.like("t1", k=50)] == ["t2"]
@@ -207,8 +210,8 @@ def test_incremental_updates_add_and_remove_exactly_the_change(setup):
     assert back.update_stats == {m: {"added": 2, "removed": 3, "rebuilt": False} if m in TONES else NOTHING for m in MODALITIES}
 
 
-MODALITIES = ("text", "image", "audio", "speech", "screen")
-TONES = ("text", "image", "audio")  # the spaces these items have vectors in
+MODALITIES = ("text", "image", "audio", "speech", "screen", "text_ml", "speech_ml", "screen_ml")
+TONES = ("text", "image", "audio", "text_ml")  # the spaces these items have vectors in
 NOTHING = {"added": 0, "removed": 0, "rebuilt": False}
 
 

@@ -117,7 +117,8 @@ def test_the_search_and_the_cli_offer_the_same_modalities():
     from serving import search_cli
     from serving.search import CHOICES
 
-    assert search_cli.CHOICES == CHOICES == ("all", "words", "text", "speech", "screen", "image", "audio")
+    assert search_cli.CHOICES == CHOICES == ("all", "words", "text", "speech", "screen", "text_ml", "speech_ml", "screen_ml",
+                                             "image", "audio")
 
 
 def test_a_typed_query_finds_a_voice_only_ticket_by_what_its_note_says(data, capsys):
@@ -126,7 +127,7 @@ def test_a_typed_query_finds_a_voice_only_ticket_by_what_its_note_says(data, cap
     assert set(hits) == {"voice", "twin"} and not err  # the note, and the typed message saying the same
     voice = hits["voice"]
     assert (voice["matched"], voice["query_words"]) == ("speech", "text") and voice["score"] > 0.999
-    assert voice["modalities"] == {"speech": pytest.approx(1, abs=1e-5)}
+    assert voice["modalities"] == {"speech": pytest.approx(1, abs=1e-5), "speech_ml": pytest.approx(1, abs=1e-5)}
     assert voice["words"] == {"said": data["said"]}  # a voice-only ticket: no typed text, no screen text
     assert (hits["twin"]["matched"], hits["twin"]["words"]) == ("text", {"text": data["said"]})
 
@@ -183,7 +184,7 @@ def test_all_is_the_words_channels_best_plus_image_and_audio_over_the_querys_cha
     from pipeline.manifest import load
     from pipeline.runner import Workspace
     from serving.query import QueryEncoder, query_item
-    from serving.search import WORDS, Searcher
+    from serving.search import ML_WORDS, Searcher
 
     config = Config.load(None, SMALL)
     ws = Workspace(data["work"], config)
@@ -197,12 +198,13 @@ def test_all_is_the_words_channels_best_plus_image_and_audio_over_the_querys_cha
         ws.close()
     assert {r["id"] for r in results} == {r["id"] for r in data["rows"]}
     for r in results:
-        words = [s for m, s in r["modalities"].items() if m in WORDS]
+        words = [s for m, s in r["modalities"].items() if m in ML_WORDS]  # the words channel: multilingual
         expected = ((max(words) if words else 0) + r["modalities"].get("audio", 0)) / 2  # words + audio channels
         assert r["score"] == pytest.approx(expected, abs=2e-6), r
         assert (r["matched"] is None) == (not words)
         if words:
-            assert r["modalities"][r["matched"]] == max(words) and r["query_words"] in ("text", "speech")
+            # ("matched" names the item's text: text, speech or screen, in the family that scored it)
+            assert r["modalities"][r["matched"] + "_ml"] == max(words) and r["query_words"] in ("text", "speech")
     assert "image" not in {m for r in results for m in r["modalities"]}  # the query has no screenshot
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)

@@ -98,7 +98,8 @@ def test_train_end_to_end_no_leakage_reuse_and_predict(tmp_path):
     opts = ["--set", "train.epochs=2", "--set", "train.ablation=false", "--set", "train.width=8"]
     report = run(m, tmp_path / "w", *opts, command="train")
     # (tones and noise images carry no words: every item lacks the speech and screen blocks)
-    assert report["fuse"]["missing_modality"] == {"text": 0, "image": 1, "audio": 0, "speech": 12, "screen": 12}
+    assert report["fuse"]["missing_modality"] == {"text": 0, "image": 1, "audio": 0, "speech": 12, "screen": 12,
+                                                 "text_ml": 0, "speech_ml": 12, "screen_ml": 12}
     assert report["fuse"]["dropped"] == 0
     model_dir = tmp_path / "w" / "models" / "latest"
     for name in ("model.keras", "labels.json", "stats.npz", "config.json", "metrics.json", "history.json",
