@@ -6,10 +6,9 @@ inputs ``input_ids`` and ``attention_mask`` (int64, dynamic batch and length), o
 (the tokens' hidden states; pooling stays in ``stages/bert.py``). Only export needs torch, transformers
 and ``onnx``; running needs ``onnxruntime`` and ``tokenizers`` alone.
 
-``onnx_bytes(where, digest, model_dir)`` gives the graph: the cached
+``onnx_bytes(where, digest, model_dir)`` gives the graph through ``onnx_cache.cached_graph``: the cached
 ``<model_dir>/bert/<weights digest>-<exporter digest>.onnx`` when it loads, else exported and written there
-(temp file + ``os.replace``; a damaged file is rebuilt, and said so), or exported in memory when there is no
-``model_dir`` (a Ray actor). ``exporter_digest()`` covers this module's source, torch's version and the
+(a damaged file is rebuilt, and said so), or exported in memory when there is no ``model_dir`` (a Ray actor). ``exporter_digest()`` covers this module's source, torch's version and the
 opset, so a new exporter makes a new file (the cache key of ``bert`` holds it too).
 
 ``FastTokenizer`` reads ``tokenizer.json`` with ``tokenizers`` directly (no transformers import), with its
@@ -19,12 +18,13 @@ stored padding turned off; it gives the same ids as ``AutoTokenizer`` (tested).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.keys import digest_bytes, digest_obj
+
+from .onnx_cache import cached_graph, session
 
 OPSET = 17
 _LOADED: dict[tuple, tuple[Any, Any, Any, str]] = {}
@@ -81,37 +81,8 @@ def export_onnx(where: str) -> bytes:
 
 def onnx_bytes(where: str, digest: str, model_dir: Path | None, check) -> tuple[bytes, str]:
     """(the graph, where it came from). ``check(bytes)`` raises on a graph that does not load."""
-    if model_dir is None:
-        return export_onnx(where), "exported in memory"
-    cached = Path(model_dir) / "bert" / f"{digest[:32]}-{exporter_digest()[:12]}.onnx"
-    damaged = ""
-    if cached.is_file():
-        data = cached.read_bytes()
-        try:
-            check(data)
-            return data, f"cached {cached}"
-        except Exception as exc:  # noqa: BLE001 - a damaged cache file is rebuilt from the weights, and said so
-            damaged = f" (the cached file was unreadable: {type(exc).__name__})"
-    data = export_onnx(where)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f"{cached.stem}.tmp{os.getpid()}.onnx")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, cached)
-    return data, f"exported{damaged}, cached {cached}"
-
-
-def session(data: bytes, threads: int):
-    """An ONNX Runtime CPU session over ``data`` with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    path = None if model_dir is None else Path(model_dir) / "bert" / f"{digest[:32]}-{exporter_digest()[:12]}.onnx"
+    return cached_graph(path, lambda: export_onnx(where), check, verb="exported")
 
 
 class FastTokenizer:
