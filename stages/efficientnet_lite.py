@@ -41,6 +41,17 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) - 127.0) / 128.0
 
 
+def block_plan():
+    """Each block as (name prefix, input filters, stride, expand ratio, kernel, output filters, residual)."""
+    index = 0
+    for repeats, kernel, stride, expand, filters_in, filters_out in BLOCKS:
+        for r in range(repeats):
+            block_in, block_stride = (filters_in, stride) if r == 0 else (filters_out, 1)
+            yield f"_blocks.{index}.", block_in, block_stride, expand, kernel, filters_out, \
+                block_stride == 1 and block_in == filters_out
+            index += 1
+
+
 def build_lite0(seed: int | None = None):
     """The Lite0 feature extractor, randomly initialized (seeded when ``seed`` is given)."""
     import keras
@@ -59,18 +70,13 @@ def build_lite0(seed: int | None = None):
 
     inputs = keras.Input((None, None, 3), name="image")
     x = conv_bn(inputs, 32, 3, 2, "_conv_stem", "_bn0")
-    index = 0
-    for repeats, kernel, stride, expand, filters_in, filters_out in BLOCKS:
-        for r in range(repeats):
-            p = f"_blocks.{index}."
-            block_in, block_stride = (filters_in, stride) if r == 0 else (filters_out, 1)
-            h = x
-            if expand != 1:
-                h = conv_bn(h, block_in * expand, 1, 1, p + "_expand_conv", p + "_bn0")
-            h = conv_bn(h, None, kernel, block_stride, p + "_depthwise_conv", p + "_bn1", depthwise=True)
-            h = conv_bn(h, filters_out, 1, 1, p + "_project_conv", p + "_bn2", relu=False)
-            x = layers.Add(name=p + "skip")([x, h]) if block_stride == 1 and block_in == filters_out else h
-            index += 1
+    for p, block_in, block_stride, expand, kernel, filters_out, skip in block_plan():
+        h = x
+        if expand != 1:
+            h = conv_bn(h, block_in * expand, 1, 1, p + "_expand_conv", p + "_bn0")
+        h = conv_bn(h, None, kernel, block_stride, p + "_depthwise_conv", p + "_bn1", depthwise=True)
+        h = conv_bn(h, filters_out, 1, 1, p + "_project_conv", p + "_bn2", relu=False)
+        x = layers.Add(name=p + "skip")([x, h]) if skip else h
     x = conv_bn(x, FEATURES, 1, 1, "_conv_head", "_bn1")
     outputs = layers.GlobalAveragePooling2D(name="_avg_pooling")(x)
     return keras.Model(inputs, outputs, name="efficientnet_lite0")

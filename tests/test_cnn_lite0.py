@@ -35,7 +35,7 @@ def test_features_equal_the_torch_reference_on_real_photos_and_the_cat_is_a_cat(
 
     folder = Path(package_folder("skimage")) / "data"
     images = np.stack([clean_image((folder / name).read_bytes(), CleanImageConfig()) for name in PHOTOS])
-    stage = Cnn(CnnConfig(batch_size=len(PHOTOS)))  # the defaults; no work directory: converted in memory
+    stage = Cnn(CnnConfig(batch_size=len(PHOTOS), runtime="tensorflow"))  # no work directory: converted in memory
     stage.ensure_ready()
     got = stage.process([{"image": im} for im in images])
     keras_features = np.stack([o["cnn"] for o in got])
@@ -76,7 +76,7 @@ def test_conversion_is_cached_per_work_directory_and_redone_when_the_pth_changes
     torch.save(state, pth)
     data, work = tmp_path / "data", tmp_path / "w"
     items = make_items(data, 0, 3)
-    weights = ["--set", f'cnn.weights="{pth}"']
+    weights = ["--set", f'cnn.weights="{pth}"', "--set", 'cnn.runtime="tensorflow"']  # the Keras conversion
 
     first = run(write_manifest(data / "a.csv", items[:2]), work, *weights, command="run cnn")
     assert first["stages"]["cnn"]["computed"] == 2 and len(conversions) == 1
