@@ -28,34 +28,34 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 demo-data: venv
-	$(PY) -m pipeline demo-data
+	$(PY) -m mmpipe_cli demo-data
 
 features: venv demo-data
-	$(PY) -m pipeline features $(RUN_ARGS)
+	$(PY) -m mmpipe_cli features $(RUN_ARGS)
 
 stage: venv demo-data
-	$(PY) -m pipeline run $(STAGE) $(RUN_ARGS)
+	$(PY) -m mmpipe_cli run $(STAGE) $(RUN_ARGS)
 
 train: venv demo-data
-	$(PY) -m pipeline train $(RUN_ARGS)
+	$(PY) -m mmpipe_cli train $(RUN_ARGS)
 
 predict: venv
-	$(PY) -m pipeline predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
+	$(PY) -m mmpipe_cli predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
 
 serve: venv demo-data
-	$(PY) -m pipeline serve --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --model $(MODEL) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
+	$(PY) -m mmpipe_cli serve --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --model $(MODEL) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 status: venv demo-data
-	$(PY) -m pipeline status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+	$(PY) -m mmpipe_cli status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
 
 gc: venv
-	$(PY) -m pipeline gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+	$(PY) -m mmpipe_cli gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
 
 search: venv demo-data
-	$(PY) -m pipeline search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+	$(PY) -m mmpipe_cli search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 index: venv demo-data
-	$(PY) -m pipeline index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+	$(PY) -m mmpipe_cli index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q
