@@ -16,7 +16,7 @@ OUT      ?= predictions.csv
 HOST     ?=
 PORT     ?=
 
-.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-ray test-browser test-load bench bench-ray clean
+.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-ray test-browser test-load test-wheel bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ test-browser: venv
 
 test-load: venv
 	$(PY) -m pytest -q -s -m load
+
+# The wheel as a user installs it: built, installed into a fresh virtualenv, every command run outside the repo.
+test-wheel: venv
+	$(PY) -m pytest -q -s -m wheel
 
 bench: venv
 	$(PY) -m bench.run
