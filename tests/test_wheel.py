@@ -138,6 +138,8 @@ def test_the_wheel_installs_and_every_command_works_from_an_empty_folder(tmp_pat
     assert "result(s)" in found and "t0" in found, found
     _run([str(mmp), "train", *common, *TINY], here, env)
     assert (here / "work" / "models" / "latest" / "model.keras").exists()
+    serve_started = time.monotonic()
     page = _serve_until_ready(mmp, here, env, common)
+    print(f"{time.monotonic() - serve_started:6.1f} s  mmp serve: /readyz 200, / the page")
     assert "mmpipe" in page.lower() or "ticket" in page.lower()
     print(f"wheel test: {time.monotonic() - started:.0f} s in all")
