@@ -16,7 +16,7 @@ OUT      ?= predictions.csv
 HOST     ?=
 PORT     ?=
 
-.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-ray test-browser test-load bench bench-ray clean
+.PHONY: venv demo-data features stage train predict serve status gc search index test test-heavy test-ray test-browser test-load test-wheel bench bench-ray clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,34 +28,34 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 demo-data: venv
-	$(PY) -m pipeline demo-data
+	$(PY) -m mmpipe_cli demo-data
 
 features: venv demo-data
-	$(PY) -m pipeline features $(RUN_ARGS)
+	$(PY) -m mmpipe_cli features $(RUN_ARGS)
 
 stage: venv demo-data
-	$(PY) -m pipeline run $(STAGE) $(RUN_ARGS)
+	$(PY) -m mmpipe_cli run $(STAGE) $(RUN_ARGS)
 
 train: venv demo-data
-	$(PY) -m pipeline train $(RUN_ARGS)
+	$(PY) -m mmpipe_cli train $(RUN_ARGS)
 
 predict: venv
-	$(PY) -m pipeline predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
+	$(PY) -m mmpipe_cli predict --manifest $(MANIFEST) --workdir $(WORKDIR) --model $(MODEL) --out $(OUT) $(ARGS)
 
 serve: venv demo-data
-	$(PY) -m pipeline serve --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --model $(MODEL) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
+	$(PY) -m mmpipe_cli serve --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) --model $(MODEL) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 status: venv demo-data
-	$(PY) -m pipeline status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+	$(PY) -m mmpipe_cli status --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
 
 gc: venv
-	$(PY) -m pipeline gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
+	$(PY) -m mmpipe_cli gc --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG)
 
 search: venv demo-data
-	$(PY) -m pipeline search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+	$(PY) -m mmpipe_cli search --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 index: venv demo-data
-	$(PY) -m pipeline index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
+	$(PY) -m mmpipe_cli index --manifest $(MANIFEST) --workdir $(WORKDIR) --config $(CONFIG) $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q
@@ -71,6 +71,10 @@ test-browser: venv
 
 test-load: venv
 	$(PY) -m pytest -q -s -m load
+
+# The wheel as a user installs it: built, installed into a fresh virtualenv, every command run outside the repo.
+test-wheel: venv
+	$(PY) -m pytest -q -s -m wheel
 
 bench: venv
 	$(PY) -m bench.run

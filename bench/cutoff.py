@@ -25,7 +25,7 @@ BASE = ["-q", "--set", 'cnn.weights="none"']
 
 
 def _features(manifest: Path, workdir: Path, *extra: str, command: str = "features") -> dict:
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     code = main([*command.split(), "-m", str(manifest), "-w", str(workdir), *BASE, *extra])
     if code not in (0, 1):
@@ -110,14 +110,14 @@ def _wav_to_flac(data: Path, manifest: Path) -> int:
 def _export_texts(manifest: Path, workdir: Path, out: Path, *extra: str) -> dict[str, str]:
     import pandas as pd
 
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     main(["export", "clean_text", "-m", str(manifest), "-w", str(workdir), "--out", str(out), *BASE, *extra])
     return dict(zip(*(pd.read_parquet(out)[c] for c in ("id", "text"))))
 
 
 def run_cutoff(tmp: Path) -> list[dict]:
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     data = tmp / "cutoff-demo"
     main(["demo-data", "--out", str(data)])

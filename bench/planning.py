@@ -87,7 +87,7 @@ def run_planning(tmp: Path) -> dict:
     noop, noop_cpu = _wall(["-m", "pipeline", "features", "-q", *common])
     status, status_cpu = _wall(["-m", "pipeline", "status", *common])
     gc, gc_cpu = _wall(["-m", "pipeline", "gc", *common], repeat=1)
-    startup, startup_cpu = _wall(["-c", "import pipeline.cli, pipeline.runner, stages"])
+    startup, startup_cpu = _wall(["-c", "import mmpipe_cli.commands, pipeline.runner, stages"])
     floor = _stat_floor(paths)
     figures = {
         "items": ITEMS, "cold_s": round(cold, 2) if fresh else None, "noop_s": round(noop, 3), "noop_cpu_s": round(noop_cpu, 3),

@@ -131,7 +131,7 @@ def run_cluster(nodes: int, work: dict[str, Path], manifests: dict[str, str]) ->
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipeline.cli import main as mmp
+    from mmpipe_cli.commands import main as mmp
 
     small = {"object_store_memory": 100 * 2**20}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **small})
@@ -203,7 +203,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from pipeline.cli import main as mmp
+    from mmpipe_cli.commands import main as mmp
 
     from bench.run import machine, machine_line
 

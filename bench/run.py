@@ -158,7 +158,7 @@ def peak_rss(n: int, tmp: Path) -> float:
     data = tmp / f"demo{n}"
     subprocess.run([sys.executable, "-m", "pipeline", "demo-data", "--out", str(data), "--items", str(n)],
                    check=True, cwd=ROOT, capture_output=True)
-    code = ("import resource, sys; from pipeline.cli import main; "
+    code = ("import resource, sys; from mmpipe_cli.commands import main; "
             f"code = main(['features', '-q', '-m', {str(data / 'demo.csv')!r}, '-w', {str(tmp / f'w{n}')!r}]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)

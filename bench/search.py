@@ -30,7 +30,7 @@ RANDOM_CNN = ['cnn.weights="none"']  # the configured backbone, seeded random we
 
 def _features(manifest: Path, work: Path, overrides: list[str]):
     """Run ``mmp features`` (the real pipeline) and open its workspace: (Workspace, items, config)."""
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
     from pipeline.config import Config
     from pipeline.manifest import load
     from pipeline.runner import Workspace

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .executors import ENGINES  # executor names only; an executor's module loads when it is chosen
+from .engines import ENGINES  # executor names only; an executor's module loads when it is chosen
 
 
 def execution_only(default: Any) -> Any:

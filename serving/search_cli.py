@@ -73,9 +73,9 @@ def add_parsers(sub, common) -> None:
 def _load(args):
     """(config, manifest items); the stages (and so their config sections) are registered first."""
     import stages  # noqa: F401
-    from pipeline.cli import _load as load_config_and_items
+    from pipeline.inputs import load_inputs
 
-    return load_config_and_items(args)
+    return load_inputs(args.config, args.manifest, args.overrides, getattr(args, "engine", None))
 
 
 def _open(args, config, items, quiet: bool):

@@ -28,13 +28,12 @@ def add_parsers(sub, common) -> None:
 
 
 def cmd_serve(args) -> int:
-    from pipeline.cli import DEFAULT_CONFIG, DEFAULT_MANIFEST
     from pipeline.config import Config
+    from pipeline.inputs import config_path, manifest_specs
 
     from .app import run_server
 
     model_dir = Path(args.model) if args.model else Path(args.workdir) / "models" / "latest"
-    config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-    serve = Config.load(config_path, args.overrides)["serve"]
-    return run_server(model_dir, args.manifest or [DEFAULT_MANIFEST], Path(args.workdir), serve, host=args.host,
+    serve = Config.load(config_path(args.config), args.overrides)["serve"]
+    return run_server(model_dir, manifest_specs(args.manifest), Path(args.workdir), serve, host=args.host,
                       port=args.port, token=args.token, quiet=args.quiet)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import stages  # noqa: F401  (registers the stages and their config sections, as the CLI does)
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 from tiny_models import SHARED_TINY_BERT
 
 # Small sizes and a tiny BERT keep the suite fast; the code paths are the real ones.

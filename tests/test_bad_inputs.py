@@ -7,7 +7,7 @@ import pytest
 
 import bad_inputs
 from dummies import ALL_STAGES, make_items, run, small_args, write_manifest
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 from pipeline.errors import ManifestError
 from pipeline.manifest import load
 

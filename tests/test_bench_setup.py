@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from bench import ray_scaling
-from pipeline.cli import main as mmp
+from mmpipe_cli.commands import main as mmp
 
 
 def test_ray_bench_loads_the_repository_config_and_plans_one_batch_jobs(tmp_path):

@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 
 from dummies import ALL_STAGES, counts, make_items, only, run, small_args, write_audio, write_manifest
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 
 
 def committed(workdir) -> dict[str, set[str]]:

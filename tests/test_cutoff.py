@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def status_lines(manifest, workdir, capsys, *extra) -> dict[str, str]:
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     capsys.readouterr()
     args = ["status", "-m", str(manifest), "-w", str(workdir)]

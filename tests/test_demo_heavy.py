@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 
 pytestmark = pytest.mark.heavy
 

@@ -50,7 +50,7 @@ def test_changed_raw_file_recomputes_that_item_downstream(tmp_path):
 
 
 def test_status_explains_why(tmp_path, capsys):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     data = tmp_path / "data"
     m = write_manifest(data / "m.csv", make_items(data, 0, 4))
@@ -89,7 +89,7 @@ def test_keys_stable_across_processes(tmp_path):
 
 
 def test_export_is_readable_by_pandas(tmp_path):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 4))
     run(m, tmp_path / "w")
@@ -182,7 +182,7 @@ def test_noop_run_imports_no_deep_learning_framework_nor_numpy(tmp_path):
     args = ["features", "--manifest", str(m), "--workdir", str(tmp_path / "w"), "--quiet", *small_args()]
     code = (
         "import sys; sys.path[:0]=[{root!r}]\n"
-        "from pipeline.cli import main\nassert main({args!r}) == 0\n"
+        "from mmpipe_cli.commands import main\nassert main({args!r}) == 0\n"
         "heavy=[n for n in ('tensorflow','torch','librosa','transformers','keras','numpy','pyarrow','pandas') if n in sys.modules]\n"
         "print(heavy)"
     ).format(root=os.getcwd(), args=args)

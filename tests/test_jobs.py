@@ -166,7 +166,7 @@ def test_a_cluster_refusing_the_driver_is_an_error_with_the_token_hint(monkeypat
 
 
 def test_worker_shards_describe_themselves_and_outputs_are_checked(tmp_path, monkeypatch):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
     from stages.mfcc import Mfcc
 
     original = Mfcc.process

@@ -181,7 +181,7 @@ def test_disk_full_or_permission_denied_is_one_clear_error(tmp_path, monkeypatch
     one message naming the cache folder and the cause, no temp file left, the two shards before it kept."""
     import os
 
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 3))
     cache = tmp_path / "w" / "cache"

@@ -1,7 +1,10 @@
-"""The core's layering: pipeline/ imports no stage or serving module; executors are chosen by name;
-dataset-level stages (fuse, train) run through the same runner and CLI paths as per-item stages."""
+"""The layers: mmpipe_cli (the command line, the wiring) -> serving -> stages -> pipeline (the core). Every
+import statement counts — module-level, lazy (inside a function) and ``TYPE_CHECKING`` ones — read from
+the sources with ``ast``: no package imports one above it, and no modules import each other in a circle.
+The one exception is ``pipeline/__main__.py``, the script behind ``python -m pipeline``, which hands over
+to mmpipe_cli and is imported by no module. Executors are chosen by name; dataset-level stages (fuse,
+train) run through the same runner and CLI paths as per-item stages."""
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -10,32 +13,36 @@ import pandas as pd
 import pytest
 
 from dummies import make_items, run, write_manifest
+from imports import SHIPPED, cycles, module_graph
 
 ROOT = Path(__file__).resolve().parent.parent
+RANK = {package: rank for rank, package in enumerate(SHIPPED)}  # pipeline 0, stages 1, serving 2, mmpipe_cli 3
+SCRIPT = "pipeline.__main__"  # python -m pipeline: a script, not a module of the core
 
 
-def _imported_modules(path: Path) -> list[tuple[str, int, bool]]:
-    """(module, line, at module level) for every import in a file, lazy ones included."""
-    tree = ast.parse(path.read_text())
-    top = {id(node) for node in tree.body}
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno, id(node) in top) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.module, node.lineno, id(node) in top))
-    return found
+def test_every_import_points_down_the_layers():
+    graph = module_graph(ROOT)
+    assert {"pipeline.engines", "pipeline.inputs", "mmpipe_cli.commands"} <= set(graph)
+    up = [f"{m} imports {t}" for m, targets in sorted(graph.items()) for t in sorted(targets)
+          if RANK[t.split(".")[0]] > RANK[m.split(".")[0]] and m != SCRIPT]
+    assert up == []
+    assert graph[SCRIPT] == {"mmpipe_cli.commands"}
+    assert [m for m, targets in graph.items() if SCRIPT in targets] == []
+    # the four-file circle that was: config -> executors -> config / stage -> dataset -> config
+    assert "pipeline.executors" not in graph["pipeline.config"]
+    assert "pipeline.engines" in graph["pipeline.config"] and "pipeline.engines" in graph["pipeline.executors"]
 
 
-def test_core_imports_no_stage_or_serving_module():
-    offenders = []
-    for path in sorted((ROOT / "pipeline").rglob("*.py")):
-        for module, line, top in _imported_modules(path):
-            if module.split(".")[0] in ("stages", "serving"):
-                # Only the CLI wires plugins in, and only lazily (inside a command).
-                if path.name != "cli.py" or top:
-                    offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
-    assert offenders == []
+def test_no_modules_import_each_other_in_a_circle():
+    assert cycles(module_graph(ROOT)) == []
+
+
+def test_the_checks_see_lazy_and_type_checking_imports(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "__init__.py").write_text("")
+    (tmp_path / "a" / "x.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .y import Y\n")
+    (tmp_path / "a" / "y.py").write_text("def f():\n    from a import x\n")
+    assert cycles(module_graph(tmp_path, ("a",))) == [["a.x", "a.y"]]
 
 
 def test_loading_the_core_loads_no_stage_module():
@@ -74,7 +81,7 @@ def test_executors_are_chosen_by_name():
 
 
 def test_unknown_stage_is_one_typed_error_with_a_hint(tmp_path, capsys):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     m = write_manifest(tmp_path / "data" / "m.csv", make_items(tmp_path / "data", 0, 1))
     for argv in (["run", "mfc"], ["export", "mfc", "--out", str(tmp_path / "x.parquet")], ["status", "--stage", "mfc"]):
@@ -94,7 +101,7 @@ def test_workspace_is_a_context_manager_that_releases_its_lock(tmp_path):
 
 
 def test_fuse_and_train_are_planned_run_and_exported_through_the_ordinary_paths(tmp_path, capsys):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     from dummies import SMALL
 

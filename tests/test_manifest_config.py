@@ -103,7 +103,7 @@ def test_bundled_config_lists_every_setting_with_its_default():
     import dataclasses
     import tomllib
 
-    from pipeline.cli import DEFAULT_CONFIG
+    from pipeline.inputs import DEFAULT_CONFIG
 
     path = os.path.join(os.path.dirname(__file__), "..", DEFAULT_CONFIG)
     with open(path, "rb") as f:

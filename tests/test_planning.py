@@ -55,7 +55,7 @@ def test_symlinks_leaving_the_root_are_refused_and_links_inside_it_followed(tmp_
 
 
 def test_an_unchanged_plan_is_recognised_and_a_change_still_recorded(tmp_path, capsys):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     data = tmp_path / "data"
     m = write_manifest(data / "m.csv", text_items(data, 3))

@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
 def _cached(root, manifest, stage, config_args):
     import pandas as pd
 
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     out = root / f"{stage}.parquet"
     args = ["export", stage, "--out", str(out), "-m", str(manifest), "-w", str(root / "w"), "--quiet"]

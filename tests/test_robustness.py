@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dummies import ALL_STAGES as STAGES, counts, make_items, only, run, small_args, write_audio, write_manifest
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -145,7 +145,7 @@ def slow(self, record):
     return original(self, record)
 
 CleanText.process_one = slow
-from pipeline.cli import main
+from mmpipe_cli.commands import main
 sys.argv = ["mmp", *sys.argv[1:]]
 sys.exit(main(sys.argv[1:]))
 """

@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 
 
 def mmp(setup, *args, manifest=None, workdir=None, config=(), capsys=None):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     argv = ["-m", str(manifest or setup["manifest"]), "-w", str(workdir or setup["work"]), "--quiet"]
     for s in SMALL + list(config):

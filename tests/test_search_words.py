@@ -92,7 +92,7 @@ def data(tmp_path_factory):
 
 
 def mmp(data, *args, capsys):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     argv = ["-m", str(data["manifest"]), "-w", str(data["work"]), "--quiet"]
     for s in SMALL:

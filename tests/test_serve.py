@@ -32,7 +32,7 @@ def client(served):
 def test_predict_gives_mmp_predicts_probabilities(served, client, tmp_path):
     import pandas as pd
 
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     rows = make_items(served.root, 100, 3)
     rows[2].update(image="", audio="")  # text only: the absent modalities are zeros + mask 0 in both

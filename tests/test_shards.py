@@ -29,7 +29,7 @@ def test_shards_describe_their_stage_schema_and_rows(tmp_path):
 
 
 def test_rebuilt_index_makes_a_noop_run_compute_nothing(tmp_path):
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     data = tmp_path / "data"
     rows = make_items(data, 0, 6)

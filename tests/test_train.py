@@ -148,7 +148,7 @@ def test_train_end_to_end_no_leakage_reuse_and_predict(tmp_path):
     new_rows.append({"id": "broken", "split": "", "label": "", "text": "", "image": "img/nothing.png", "audio": ""})
     new = write_manifest(data / "new.csv", new_rows)
     out = tmp_path / "pred.csv"
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     assert main(["predict", "-m", str(new), "-w", str(tmp_path / "w"), "--out", str(out), "-q"]) == 0
     import pandas as pd

@@ -13,8 +13,9 @@ An executor whose workers read their own inputs and write their own shards (``wr
 e.g. Ray across machines) implements ``slots(stage)`` and ``run_jobs(stage, jobs, shard_root)`` instead
 of ``map``: the runner hands it job descriptors and only commits what comes back (``pipeline.jobs``).
 
-This module imports nothing heavy (``pipeline.config`` reads ``ENGINES`` to validate ``run.engine``);
-an executor's module is imported only when it is chosen.
+This module imports nothing heavy; the names live in ``pipeline.engines`` (which ``pipeline.config`` reads
+to validate ``run.engine``, so config never imports this package); an executor's module is imported only
+when it is chosen.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..engines import ENGINES  # name -> module defining ``Executor``
+
 if TYPE_CHECKING:
     from ..config import Config
     from ..stage import Stage
 
-# name -> module (relative to this package) defining ``Executor``
-ENGINES: dict[str, str] = {"local": ".local", "ray": ".ray"}
 
 
 class Executor:
@@ -53,5 +54,5 @@ def get_executor(name: str, config: "Config") -> Executor:
         from ..errors import ConfigError
 
         raise ConfigError(f"unknown engine {name!r}; engines: {', '.join(ENGINES)}")
-    module = importlib.import_module(ENGINES[name], __name__)
+    module = importlib.import_module(ENGINES[name])
     return module.Executor(config)

@@ -1,6 +1,7 @@
 """Command line: ``mmp features | run STAGE | train | predict | status | export STAGE --out F | gc | verify |
-rebuild-index | search | index | serve | demo-data``. The one place where the stages (and serving) are wired
-into the core.
+rebuild-index | search | index | serve | demo-data``. The wiring layer: the one place where the core
+(``pipeline``), the stages and serving meet; nothing imports it but its own ``__main__`` and the ``mmp``
+console script.
 
 Exit codes: 0 done (item failures are reported, not fatal); 1 item failures with --strict;
 2 bad config, manifest or arguments; 3 a stage could not start (e.g. its model failed to load; the other
@@ -16,11 +17,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from .errors import PipelineError
-from .executors import ENGINES
-
-DEFAULT_MANIFEST = "manifests/demo.csv"
-DEFAULT_CONFIG = "pipeline.toml"
+from pipeline.engines import ENGINES
+from pipeline.errors import PipelineError
+from pipeline.inputs import DEFAULT_CONFIG, DEFAULT_MANIFEST, load_inputs, manifest_specs
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -81,14 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from .config import Config
-    from .manifest import load
-
-    config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
-    overrides = list(args.overrides) + ([f'run.engine="{args.engine}"'] if getattr(args, "engine", None) else [])
-    config = Config.load(config_path, overrides)
-    items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
-    return config, items
+    return load_inputs(args.config, args.manifest, args.overrides, getattr(args, "engine", None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +114,9 @@ def _print_run(report, path, workdir) -> None:
 
 
 def cmd_run(args, targets: list[str] | None = None, force: tuple[str, ...] = ()) -> int:
-    from .report import Report
-    from .runner import Workspace
-    from .stage import stage_class
+    from pipeline.report import Report
+    from pipeline.runner import Workspace
+    from pipeline.stage import stage_class
 
     features = _features()
     if targets is None:
@@ -164,7 +156,7 @@ def cmd_train(args) -> int:
 
 
 def _locked_workspace(args, config, command: str):
-    from .runner import Workspace
+    from pipeline.runner import Workspace
 
     ws = Workspace(args.workdir, config)
     ws.lock(command)
@@ -172,16 +164,15 @@ def _locked_workspace(args, config, command: str):
 
 
 def cmd_predict(args) -> int:
+    from pipeline.manifest import load
+    from pipeline.report import Report
     from serving.predict import model_config, predict, write_rows
-
-    from .manifest import load
-    from .report import Report
 
     model_dir = Path(args.model) if args.model else Path(args.workdir) / "models" / "latest"
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"predict: no trained model at {model_dir} (run 'mmp train' or pass --model)")
     config = model_config(model_dir)
-    items = load(args.manifest or [DEFAULT_MANIFEST], config["data"].root)
+    items = load(manifest_specs(args.manifest), config["data"].root)
     report = Report(" ".join(sys.argv), quiet=args.quiet)
     ws = _locked_workspace(args, config, report.data["command"])
     try:
@@ -196,9 +187,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .runner import Workspace
-    from .stage import stage_class
-    from .status import stage_status
+    from pipeline.runner import Workspace
+    from pipeline.stage import stage_class
+    from pipeline.status import stage_status
 
     features = _features()
     for name in args.stage or []:
@@ -212,8 +203,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
-    from .runner import Workspace
+    from pipeline.export import export
+    from pipeline.runner import Workspace
 
     _features()
     config, items = _load(args)
@@ -224,9 +215,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from .maintenance import gc
-    from .runner import Workspace
-    from .stage import STAGES
+    from pipeline.maintenance import gc
+    from pipeline.runner import Workspace
+    from pipeline.stage import STAGES
 
     _features()
     config, items = _load(args)
@@ -254,7 +245,7 @@ def cmd_gc(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .runner import Workspace
+    from pipeline.runner import Workspace
 
     _features()
     config, _ = _load(args)
@@ -268,8 +259,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_rebuild_index(args) -> int:
-    from .maintenance import rebuild_index
-    from .runner import Workspace
+    from pipeline.maintenance import rebuild_index
+    from pipeline.runner import Workspace
 
     _features()
     config, _ = _load(args)
@@ -284,7 +275,7 @@ def cmd_rebuild_index(args) -> int:
 
 
 def cmd_demo_data(args) -> int:
-    from .demo import generate
+    from pipeline.demo import generate
 
     path = generate(Path(args.out), n_items=args.items, seed=args.seed, force=args.force)
     print(f"demo manifest: {path}")
