@@ -250,7 +250,7 @@ def test_run_through_the_cli(tmp_path, model_copy, capsys):
     file is a stage error (exit 3) naming the file (the runner goes on with the other stages)."""
     from dummies import run, small_args, write_manifest
 
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     data = tmp_path / "data"
     data.mkdir()

@@ -29,7 +29,7 @@ def data(tmp_path_factory):
 
 
 def search(data, capsys, *args) -> list[str]:
-    from pipeline.cli import main
+    from mmpipe_cli.commands import main
 
     root, manifest = data
     argv = ["search", "-m", str(manifest), "-w", str(root / "w"), "--quiet", "--json", *args]
