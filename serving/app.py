@@ -46,14 +46,16 @@ def _endpoint(request: Request) -> str:
 
 def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, token: str | None = None) -> FastAPI:
     metrics = Metrics()
-    service = TicketService(model_dir, manifests, workdir, serve, on_batch=metrics.on_batch)
+    service = TicketService(model_dir, manifests, workdir, serve, on_batch=metrics.on_batch, on_refresh=metrics.on_refresh)
     max_bytes = int(serve.max_upload_mb * 1e6)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(service.start())
-        loading.add_done_callback(lambda _: metrics.ready.set(service.state == "ready"))
+        loading.add_done_callback(lambda _: (metrics.ready.set(service.state == "ready"), metrics.on_catalog(service)))
+        hangup = _on_sighup(lambda: service.refresh("SIGHUP", force=True) if service.state == "ready" else None)
         yield
+        hangup()
         await loading  # a load in progress finishes on its thread; then everything is closed
         await service.close()
 
@@ -165,6 +167,15 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
         return Response(await service.thumbnail(item_id), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
+    @app.post("/v1/admin/refresh")
+    async def refresh():
+        """Check now for what batch runs added and update the served items and search index in place (the
+        bearer token or a session is required when the service has one). 200 with what changed, or 500
+        with the reason when the refresh failed (the previous index keeps serving)."""
+        service.require_ready()
+        result = await service.refresh("request", force=True)
+        return JSONResponse(result, 500 if result.get("error") else 200)
+
     @app.get("/healthz")
     async def healthz():
         """200 while the process runs."""
@@ -191,6 +202,25 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _on_sighup(start) -> "callable":
+    """Run ``start()`` (a coroutine or None) on SIGHUP while serving; returns the undo. Only where the loop
+    can take signals (the main thread of a POSIX process: ``mmp serve``; not an in-process test client)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def fire():
+        coro = start()
+        if coro is not None:
+            loop.create_task(coro)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, fire)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _int(value: str, name: str) -> int:

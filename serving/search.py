@@ -36,7 +36,7 @@ vector is compared. Items with identical content share one vector and are return
 k-th result ties with the next ones, those come too, so a result can hold more than k rows.
 
 The stable API (the HTTP service imports it): ``Searcher``, its ``search``, ``like``, ``item``,
-``cleaned_text``, ``transcript``, ``screen_text``, ``words``, ``modalities`` and ``update_stats``.
+``cleaned_text``, ``transcript``, ``screen_text``, ``words``, ``modalities``, ``sizes`` and ``update_stats``.
 Errors are ``pipeline.errors.SearchError``.
 """
 
@@ -137,6 +137,10 @@ class Searcher:
                     self._spaces[modality] = space
                     self._tables[modality] = self._table(space, by_item)
         self.modalities: list[str] = [m for m in MODALITIES if m in self._spaces]
+
+    def sizes(self) -> dict[str, int]:
+        """Vectors indexed per space."""
+        return {m: self._spaces[m].size for m in self.modalities}
 
     def _feature_keys(self, items: list[Item]) -> dict[str, dict[str, str]]:
         return feature_keys(self.ws, items)

@@ -3,10 +3,11 @@
 Loads once (``load``, run on a worker thread at start-up): the trained model, its labels and stored
 standardization (``serving.predict.load_trained``), the pipeline config the model was trained with
 (``model_config``), a ``QueryEncoder`` with every model warmed up on generated samples, the served
-manifests' id table, and a ``Searcher`` over their cached features. Then each request goes through
+manifests' id table, and a ``Searcher`` over their cached features (a ``serving.refresh.Catalog``, followed
+while serving: ``refresh`` swaps in a new one when batch runs add manifests, rows or features). Then each request goes through
 per-model dynamic batchers: one per modality (the stages' own cleaning + feature code, via
 ``QueryEncoder.encode``) and one for the classifier (``stages.fuse.fused_record``, the standardization
-``mmp predict`` applies, then the same Keras model). Searcher calls run on one thread of their own (it owns SQLite handles).
+``mmp predict`` applies, then the same Keras model). Searcher calls run on their Catalog's own thread (it owns SQLite handles).
 
 An uploaded voice note is always transcribed and a screenshot always read (``speech`` and ``screen``, the
 ``transcribe`` / ``ocr`` stages then ``[bert]``), even for a model trained without them: the answer shows
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import tempfile
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")
 # A block's failure is not listed again when the one it is read from failed the same way (a broken note:
 # audio; its transcript's vectors: speech, speech_ml).
 READ_FROM = {"speech": "audio", "screen": "image", "text_ml": "text", "speech_ml": "speech", "screen_ml": "screen"}
+log = logging.getLogger("mmpipe.serve")
 
 
 def _ms(seconds: float) -> float:
@@ -56,22 +58,33 @@ def image_url(item_id: str) -> str:
 
 
 class TicketService:
-    def __init__(self, model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, on_batch=None):
+    def __init__(self, model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, on_batch=None,
+                 on_refresh=None):
         self.model_dir, self.manifests, self.workdir, self.serve = Path(model_dir), manifests, Path(workdir), serve
-        self.on_batch = on_batch
+        self.on_batch, self.on_refresh = on_batch, on_refresh
         self.state, self.error = "loading", ""
         self.batchers: dict[str, Any] = {}
-        self.search_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+        self.catalog = None  # serving.refresh.Catalog once loaded
+        self.refreshing = asyncio.Lock()
+        self.last_refresh: dict[str, Any] = {}
         self.thumbnails: OrderedDict[str, bytes] = OrderedDict()
         self.in_flight = 0
+
+    @property
+    def items(self) -> dict:
+        return self.catalog.items if self.catalog is not None else {}
+
+    @property
+    def searcher(self):
+        return self.catalog.searcher
 
     # ---- start-up ------------------------------------------------------------------------------
     def load(self) -> None:
         from pipeline.config import Config
-        from pipeline.manifest import load
 
         from .predict import load_trained, model_config
         from .query import QueryEncoder
+        from .refresh import open_catalog
 
         self.model, self.labels, self.stats = load_trained(self.model_dir)
         self.config = model_config(self.model_dir)
@@ -81,17 +94,8 @@ class TicketService:
         cnn = replace(self.config["cnn"], batch_size=self.serve.image_batch_size)  # (run) setting: same features
         self.encoder = QueryEncoder(Config({**self.config.sections, "cnn": cnn}))
         self.encoder.warm_up(self.encoded)
-        self.items = {item.id: item for item in load(self.manifests, self.config["data"].root)}
-        self.search_thread.submit(self._open_searcher).result()
+        self.catalog = open_catalog(self.manifests, self.workdir, self.config)
         self._warm_models()
-
-    def _open_searcher(self) -> None:
-        from pipeline.runner import Workspace
-
-        from .search import Searcher
-
-        self.ws = Workspace(self.workdir, self.config)
-        self.searcher = Searcher(self.ws, list(self.items.values()))
 
     def _warm_models(self) -> None:
         """One pass over generated samples, so tracing happens now and not on the first request."""
@@ -134,13 +138,64 @@ class TicketService:
         for batcher in self.batchers.values():
             batcher.start()
         self.state = "ready"
+        if s.refresh_seconds > 0:
+            self.follower = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
+        follower = getattr(self, "follower", None)
+        if follower is not None:
+            follower.cancel()
         for batcher in self.batchers.values():
             await batcher.stop()
-        if getattr(self, "ws", None) is not None:
-            self.search_thread.submit(self.ws.close).result()
-        self.search_thread.shutdown(wait=True)
+        async with self.refreshing:
+            if self.catalog is not None:
+                catalog, self.catalog = self.catalog, None
+                catalog.close()
+                await asyncio.to_thread(catalog.thread.shutdown, True)
+
+    # ---- following the cache ---------------------------------------------------------------------
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.serve.refresh_seconds)
+            await self.refresh("timer")
+
+    async def refresh(self, reason: str, force: bool = False) -> dict[str, Any]:
+        """Bring the served items and search index up to date with the manifests and the cache, off to the
+        side, then swap them in. Unchanged stats (and no ``force``): nothing is opened. A refresh that fails
+        is logged and counted and the current catalog keeps serving. One refresh at a time."""
+        from .refresh import open_catalog, signature
+
+        if self.catalog is None:
+            raise NotReady(f"the service is {self.state}: nothing to refresh yet")
+        async with self.refreshing:
+            started = time.perf_counter()
+            old = self.catalog
+            try:
+                if not force and await asyncio.to_thread(signature, self.manifests, self.workdir) == old.signature:
+                    return {"refreshed": False, "reason": reason, "changed": False, "items": len(old.items)}
+                new = await asyncio.to_thread(open_catalog, self.manifests, self.workdir, self.config)
+            except Exception as exc:  # noqa: BLE001 - the old catalog keeps serving; the failure is reported
+                seconds = time.perf_counter() - started
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("refresh (%s) failed after %.2f s, still serving the previous index: %s", reason, seconds, error)
+                self.last_refresh = {"refreshed": False, "reason": reason, "error": error, "seconds": round(seconds, 3),
+                                     "items": len(old.items)}
+                if self.on_refresh:
+                    self.on_refresh(self, seconds, error)
+                return self.last_refresh
+            self.catalog = new  # one assignment: later requests read the new catalog
+            old.close()  # after the requests already queued on it
+            self.thumbnails.clear()
+            seconds = time.perf_counter() - started
+            added = sorted(set(new.items) - set(old.items))
+            log.info("refresh (%s): %d items (+%d, -%d) in %.2f s", reason, len(new.items), len(added),
+                     len(set(old.items) - set(new.items)), seconds)
+            self.last_refresh = {"refreshed": True, "reason": reason, "changed": True, "seconds": round(seconds, 3),
+                                 "items": len(new.items), "added": len(added), "removed": len(set(old.items) - set(new.items)),
+                                 "index": new.searcher.update_stats}
+            if self.on_refresh:
+                self.on_refresh(self, seconds, None)
+            return self.last_refresh
 
     def require_ready(self) -> None:
         if self.state != "ready":
@@ -223,20 +278,8 @@ class TicketService:
             raise InvalidParameter(f"cannot search by {modality}: the request has no usable {what}", errors_of(encoded))
         if not 1 <= k <= 100:
             raise InvalidParameter(f"k must be within 1..100, not {k}")
-        return await self._on_search_thread(self._similar, encoded, k, modality)
-
-    def _similar(self, encoded, k: int, modality: str) -> list[dict[str, Any]]:
-        from pipeline.errors import SearchError
-
-        try:
-            hits = self.searcher.search(encoded, k=k, modality=modality)
-        except SearchError as exc:  # e.g. no indexed items have the query's modalities
-            raise InvalidParameter(f"search: {exc}", errors_of(encoded)) from None
-        return [{**hit, "text": self.searcher.cleaned_text(hit["id"]), "words": self.searcher.words(hit["id"]),
-                 "image": image_url(hit["id"]) if self.items[hit["id"]].image else None} for hit in hits]
-
-    async def _on_search_thread(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.search_thread, fn, *args)
+        catalog = self.catalog  # one catalog for the whole request, on its own thread
+        return await catalog.run(_similar, catalog, encoded, k, modality)
 
     # ---- the served manifests' items -----------------------------------------------------------
     def manifest_item(self, item_id: str):
@@ -248,8 +291,8 @@ class TicketService:
 
     async def item_info(self, item_id: str) -> dict[str, Any]:
         item = self.manifest_item(item_id)
-        text = await self._on_search_thread(self.searcher.cleaned_text, item.id)
-        words = await self._on_search_thread(self.searcher.words, item.id)
+        catalog = self.catalog  # both reads from one catalog, on its thread
+        text, words = await catalog.run(lambda: (catalog.searcher.cleaned_text(item.id), catalog.searcher.words(item.id)))
         return {"id": item.id, "split": item.split, "label": item.label,
                 "modalities": [m for m in RAW if item.has(m)], "meta": item.meta, "text": text, "words": words,
                 "image": image_url(item.id) if item.image else None}
@@ -282,6 +325,18 @@ class TicketService:
         out = io.BytesIO()
         Image.fromarray(pixels["image"]).save(out, format="JPEG", quality=85)
         return out.getvalue()
+
+
+def _similar(catalog, encoded, k: int, modality: str) -> list[dict[str, Any]]:
+    from pipeline.errors import SearchError
+
+    searcher = catalog.searcher
+    try:
+        hits = searcher.search(encoded, k=k, modality=modality)
+    except SearchError as exc:  # e.g. no indexed items have the query's modalities
+        raise InvalidParameter(f"search: {exc}", errors_of(encoded)) from None
+    return [{**hit, "text": searcher.cleaned_text(hit["id"]), "words": searcher.words(hit["id"]),
+             "image": image_url(hit["id"]) if catalog.items[hit["id"]].image else None} for hit in hits]
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:

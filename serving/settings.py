@@ -34,6 +34,9 @@ class ServeConfig:
     similar_k: int = 5
     # Side of the square JPEG thumbnails of manifest images.
     thumbnail_px: int = 160
+    # Seconds between checks for what batch runs added (new manifest files or rows, new committed features);
+    # a change brings the search index up to date in place (SIGHUP or POST /v1/admin/refresh: now). 0 = off.
+    refresh_seconds: float = 30.0
 
     def validate(self) -> str | None:
         if not 0 <= self.port <= 65535:
@@ -44,6 +47,8 @@ class ServeConfig:
             return "max_wait_ms must be >= 0 and max_upload_mb > 0"
         if not 1 <= self.similar_k <= 100 or not 16 <= self.thumbnail_px <= 1024:
             return "similar_k must be within 1..100 and thumbnail_px within 16..1024"
+        if self.refresh_seconds < 0:
+            return f"refresh_seconds must be >= 0 (0 = off), not {self.refresh_seconds}"
         return None
 
 
