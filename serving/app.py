@@ -25,15 +25,25 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from .errors import InvalidParameter, Overloaded, RequestError, Unauthorized
+from .errors import CrossSite, InvalidParameter, Overloaded, RequestError, Unauthorized
 from .metrics import Metrics
 from .schemas import ERROR_RESPONSES, ItemInfo, Prediction, Problem, SearchResults, upload_form
 from .service import TicketService, errors_of, words_of
+from .session import COOKIE, Sessions, same_origin, set_cookie
 from .settings import ServeConfig
 from .uploads import receive
 
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC = ("/healthz",)
+SIGN_IN = "/v1/session"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _public(request: Request) -> bool:
+    """What a token-protected service answers without credentials: the health check, the page and its
+    static files (they hold no data: the page shows its sign-in form), and the sign-in itself."""
+    path = request.url.path
+    return path in PUBLIC or path == "/" or path.startswith("/static/") or path == SIGN_IN and request.method in ("GET", "POST")
 
 
 def _endpoint(request: Request) -> str:
@@ -48,6 +58,7 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
     metrics = Metrics()
     service = TicketService(model_dir, manifests, workdir, serve, on_batch=metrics.on_batch, on_refresh=metrics.on_refresh)
     max_bytes = int(serve.max_upload_mb * 1e6)
+    sessions = Sessions(token, serve.session_hours) if token else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -84,8 +95,14 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
     @app.middleware("http")
     async def guard(request: Request, call_next):
         started = time.perf_counter()
-        if token and request.url.path not in PUBLIC and not _authorized(request, token):
-            response = problem(request, Unauthorized("this server needs 'Authorization: Bearer <token>'"))
+        if token and not _public(request) and not _authorized(request, token):
+            if not sessions.valid(request.cookies.get(COOKIE)):
+                response = problem(request, Unauthorized("this server needs 'Authorization: Bearer <token>' or a "
+                                                         "page sign-in (POST /v1/session)"))
+            elif request.method not in SAFE_METHODS and not same_origin(request):
+                response = problem(request, CrossSite("refused: a request from another site's page"))
+            else:
+                response = await call_next(request)
         else:
             response = await call_next(request)
         endpoint = _endpoint(request)
@@ -175,6 +192,36 @@ def create_app(model_dir: Path, manifests: list[str], workdir: Path, serve: Serv
         service.require_ready()
         result = await service.refresh("request", force=True)
         return JSONResponse(result, 500 if result.get("error") else 200)
+
+    @app.get(SIGN_IN)
+    async def session_state(request: Request):
+        """Whether this service needs a sign-in, and whether this browser has one."""
+        return {"needed": bool(token), "signed_in": bool(token) and sessions.valid(request.cookies.get(COOKIE))}
+
+    @app.post(SIGN_IN)
+    async def sign_in(request: Request):
+        """The page's sign-in form: the token (form field ``token``, never in the URL) for a session cookie
+        (HttpOnly, SameSite=Strict, expiring after ``serve.session_hours``)."""
+        if not same_origin(request):
+            raise CrossSite("refused: a sign-in from another site's page")
+        if not token:
+            return {"needed": False, "signed_in": False}
+        form = await request.form()
+        given = form.get("token")
+        if not isinstance(given, str) or not sessions.check_token(given):
+            raise Unauthorized("sign-in refused: wrong token")
+        response = JSONResponse({"needed": True, "signed_in": True, "expires_in_s": sessions.max_age})
+        set_cookie(response, request, sessions.issue(), sessions.max_age)
+        return response
+
+    @app.delete(SIGN_IN)
+    async def sign_out(request: Request):
+        """Sign this browser out: its session is revoked and the cookie removed."""
+        if sessions is not None:
+            sessions.revoke(request.cookies.get(COOKIE))
+        response = JSONResponse({"needed": bool(token), "signed_in": False})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     @app.get("/healthz")
     async def healthz():

@@ -28,6 +28,11 @@ class Unauthorized(RequestError):
     status = 401
 
 
+class CrossSite(RequestError):
+    """A request another site's page made with this page's session (or to sign in)."""
+    status = 403
+
+
 class NotFound(RequestError):
     status = 404
 

@@ -37,6 +37,8 @@ class ServeConfig:
     # Seconds between checks for what batch runs added (new manifest files or rows, new committed features);
     # a change brings the search index up to date in place (SIGHUP or POST /v1/admin/refresh: now). 0 = off.
     refresh_seconds: float = 30.0
+    # Hours a page sign-in (the session cookie given for the token) lasts.
+    session_hours: float = 8.0
 
     def validate(self) -> str | None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +49,8 @@ class ServeConfig:
             return "max_wait_ms must be >= 0 and max_upload_mb > 0"
         if not 1 <= self.similar_k <= 100 or not 16 <= self.thumbnail_px <= 1024:
             return "similar_k must be within 1..100 and thumbnail_px within 16..1024"
+        if not 0 < self.session_hours <= 24 * 30:
+            return f"session_hours must be within (0, 720], not {self.session_hours}"
         if self.refresh_seconds < 0:
             return f"refresh_seconds must be >= 0 (0 = off), not {self.refresh_seconds}"
         return None

@@ -89,3 +89,46 @@ def test_page_shows_what_the_voice_note_says_and_the_screenshot_shows(tmp_path_f
     assert shown["failure_hidden"] and shown["predicted"] in ("a", "b")
     assert "payment" in shown["said"].lower() and "downgraded" in shown["said"].lower(), shown["said"]
     assert "Login failed" in shown["on_screen"] and "password" in shown["on_screen"], shown["on_screen"]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
+def test_an_agent_signs_in_predicts_and_signs_out(tmp_path_factory):
+    """A token-protected service: the page shows its sign-in form; a wrong token is refused; the right one
+    gives an HttpOnly session cookie (no script sees it); predict works; sign-out makes the API 401 again."""
+    from playwright.sync_api import sync_playwright
+
+    served = served_model(tmp_path_factory)
+    token = "agents-only-7f3a"
+    proc, url = start_server(served, token=token)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_selector("#sign-in:not([hidden])")
+                assert page.is_hidden("#ticket")
+                page.fill("#token", "wrong")
+                page.click("#sign-in-submit")
+                page.wait_for_selector("#sign-in-failure:not([hidden])")
+                assert "401" in page.inner_text("#sign-in-failure")
+                page.fill("#token", token)
+                page.click("#sign-in-submit")
+                page.wait_for_selector("#status:has-text('ready')")
+                cookies = {c["name"]: c for c in page.context.cookies()}
+                session = cookies["mmp_session"]
+                assert session["httpOnly"] and session["sameSite"] == "Strict" and token not in session["value"]
+                assert page.evaluate("document.cookie") == ""  # HttpOnly: not readable by scripts
+                assert token not in page.url
+                page.fill("#message", "message number 4 & bold")
+                page.click("#submit")
+                page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+                assert page.inner_text("#predicted") in ("a", "b")
+                page.click("#sign-out")
+                page.wait_for_selector("#sign-in:not([hidden])")
+                assert page.evaluate("fetch('/readyz').then(r => r.status)") == 401
+                assert "mmp_session" not in {c["name"] for c in page.context.cookies()}
+            finally:
+                browser.close()
+    finally:
+        stop(proc)

@@ -156,14 +156,18 @@ def test_a_manifest_path_escaping_the_data_root_is_not_served(client):
     assert r.status_code == 404 and "PathEscapesRoot" in r.json()["message"]
 
 
-def test_bearer_token_guards_everything_but_healthz(served, client):
+def test_bearer_token_guards_everything_but_healthz_and_the_page(served, client):
     from fastapi.testclient import TestClient
 
     bare = TestClient(client.app)  # same app, no Authorization header
     assert bare.get("/healthz").status_code == 200
-    for method, path in [("get", "/readyz"), ("get", "/metrics"), ("get", "/"), ("get", "/docs"), ("get", "/openapi.json"),
+    for path in ("/", "/static/app.js"):  # the page holds no data: it shows its sign-in form
+        assert bare.get(path).status_code == 200, path
+    assert bare.get("/v1/session").json() == {"needed": True, "signed_in": False}
+    for method, path in [("get", "/readyz"), ("get", "/metrics"), ("get", "/docs"), ("get", "/openapi.json"),
                          ("get", "/v1/items/item001"), ("get", "/v1/items/item001/image"), ("post", "/v1/predict"),
-                         ("post", "/v1/search"), ("get", "/static/app.js"), ("get", "/no/such/page")]:
+                         ("post", "/v1/search"), ("post", "/v1/admin/refresh"), ("delete", "/v1/session"),
+                         ("get", "/no/such/page")]:
         r = getattr(bare, method)(path)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
         wrong = getattr(bare, method)(path, headers={"Authorization": "Bearer s3cret-tokeN"})
@@ -171,3 +175,52 @@ def test_bearer_token_guards_everything_but_healthz(served, client):
     assert bare.get("/readyz", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
     assert client.get("/readyz").status_code == 200 and client.get("/v1/items/item001").status_code == 200
     assert client.post("/v1/predict", files=ticket(served, 1)).status_code == 200
+
+
+def test_page_sign_in_gives_a_session_cookie_beside_the_bearer_header(served, client):
+    from fastapi.testclient import TestClient
+
+    browser = TestClient(client.app)  # no Authorization header: what a browser has
+    assert browser.post("/v1/session", data={"token": "s3cret-tokeN"}).status_code == 401
+    assert "mmp_session" not in browser.cookies
+    r = browser.post("/v1/session", data={"token": TOKEN})
+    assert r.status_code == 200 and r.json()["signed_in"], r.text
+    header = r.headers["set-cookie"]
+    assert "HttpOnly" in header and "SameSite=strict" in header.replace("Strict", "strict") and "Max-Age=28800" in header
+    cookie = browser.cookies["mmp_session"]
+    assert TOKEN not in cookie and TOKEN not in r.text
+    assert browser.get("/v1/session").json() == {"needed": True, "signed_in": True}
+    assert browser.get("/readyz").status_code == 200
+    # (the model's batchers live on the started client's loop: the cookie goes through that client, bare)
+    def as_browser(cookie_value, **headers):
+        return {"Authorization": "", "Cookie": f"mmp_session={cookie_value}", **headers}
+
+    assert client.post("/v1/predict", files=ticket(served, 1), headers=as_browser(cookie)).status_code == 200
+    # another site's page posting with this browser's cookie, or signing it in: refused
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        r = client.post("/v1/predict", files=ticket(served, 1), headers=as_browser(cookie, **headers))
+        assert r.status_code == 403 and r.json()["error"] == "CrossSite", r.text
+        assert browser.post("/v1/session", data={"token": TOKEN}, headers=headers).status_code == 403
+    same = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/v1/predict", files=ticket(served, 1), headers=as_browser(cookie, **same)).status_code == 200
+    # a tampered cookie: 401
+    forged = cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BB")
+    assert client.get("/readyz", headers=as_browser(forged)).status_code == 401
+    # sign-out: the cookie goes, and replaying it is refused
+    assert browser.delete("/v1/session").json()["signed_in"] is False
+    assert browser.get("/readyz").status_code == 401
+    assert client.get("/readyz", headers=as_browser(cookie)).status_code == 401
+    assert client.get("/readyz").status_code == 200  # the Bearer header still works
+
+
+def test_an_expired_session_is_refused():
+    import time
+
+    from serving.session import Sessions
+
+    sessions = Sessions("t0ken", hours=1 / 3600)  # one second
+    cookie = sessions.issue()
+    assert sessions.valid(cookie)
+    time.sleep(2.2)
+    assert not sessions.valid(cookie)
+    assert not Sessions("another token", hours=1).valid(Sessions("t0ken", hours=1).issue())  # rotating the token

@@ -19,6 +19,42 @@ function preview(input, target) {
   });
 }
 
+// Sign-in (a token-protected service): the token is posted once, in the body, for an HttpOnly session
+// cookie the browser then sends by itself; this script never sees or stores the token afterwards.
+async function checkSession() {
+  let state = { needed: false, signed_in: false };
+  try {
+    const r = await fetch("/v1/session");
+    if (r.ok) state = await r.json();
+  } catch (e) { /* the service does not answer: checkReady says so */ }
+  const locked = state.needed && !state.signed_in;
+  $("sign-in").hidden = !locked;
+  $("ticket").hidden = locked;
+  $("sign-out").hidden = !(state.needed && state.signed_in);
+  if (locked) $("status").textContent = "sign in to use this service";
+  else checkReady();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("token", $("token").value);
+  $("token").value = "";
+  const r = await fetch("/v1/session", { method: "POST", body: form });
+  $("sign-in-failure").hidden = r.ok;
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    $("sign-in-failure").textContent = `${r.status} ${body.message || "sign-in refused"}`;
+  }
+  checkSession();
+}
+
+async function signOut() {
+  await fetch("/v1/session", { method: "DELETE" });
+  ["result", "similar-section"].forEach((id) => { $(id).hidden = true; });
+  checkSession();
+}
+
 async function checkReady() {
   try {
     const r = await fetch("/readyz");
@@ -121,6 +157,7 @@ async function submit(event) {
   $("submit").textContent = "Predicting…";
   try {
     const r = await fetch("/v1/predict", { method: "POST", body: form });
+    if (r.status === 401) checkSession();  // signed out or expired: back to the sign-in form
     const body = await r.json();
     if (!r.ok) {
       const details = (body.errors || []).map((e) => `${e.modality}: ${e.error}`).join("; ");
@@ -141,4 +178,6 @@ $("screenshot").addEventListener("change", () => { $("screen-text").hidden = tru
 $("voice").addEventListener("change", () => { $("transcript").hidden = true; });
 preview($("voice"), $("voice-preview"));
 $("ticket").addEventListener("submit", submit);
-checkReady();
+$("sign-in").addEventListener("submit", signIn);
+$("sign-out").addEventListener("click", signOut);
+checkSession();
