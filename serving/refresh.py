@@ -12,11 +12,18 @@ SQLite files (every batch commit writes them). Nothing here imports a model.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import NotReady
+
+log = logging.getLogger("mmpipe.serve")
 
 
 @dataclass
@@ -29,8 +36,6 @@ class Catalog:
 
     async def run(self, fn, *args):
         """``fn(*args)`` on this catalog's own thread."""
-        import asyncio
-
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
 
     def close(self) -> None:
@@ -85,3 +90,53 @@ def open_catalog(manifests: list[str], workdir: Path, config, prefix: str = "sea
     except BaseException:
         thread.shutdown(wait=False)
         raise
+
+
+class FollowsCache:
+    """The refresh half of ``TicketService`` (``catalog``, ``refreshing``, ``last_refresh``, ``on_refresh``,
+    ``thumbnails``, ``manifests``, ``workdir``, ``config``, ``serve`` are the service's)."""
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.serve.refresh_seconds)
+            await self.refresh("timer")
+
+    async def refresh(self, reason: str, force: bool = False) -> dict[str, Any]:
+        """Bring the served items and search index up to date with the manifests and the cache, off to the
+        side, then swap them in. Unchanged stats (and no ``force``): nothing is opened. A refresh that fails
+        is logged and counted and the current catalog keeps serving. One refresh at a time."""
+        if self.catalog is None:
+            raise NotReady(f"the service is {self.state}: nothing to refresh yet")
+        async with self.refreshing:
+            started = time.perf_counter()
+            old = self.catalog
+            try:
+                if not force and await asyncio.to_thread(signature, self.manifests, self.workdir) == old.signature:
+                    return {"refreshed": False, "reason": reason, "changed": False, "items": len(old.items)}
+                new = await asyncio.to_thread(open_catalog, self.manifests, self.workdir, self.config)
+            except Exception as exc:  # noqa: BLE001 - the old catalog keeps serving; the failure is reported
+                seconds = time.perf_counter() - started
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("refresh (%s) failed after %.2f s, still serving the previous index: %s", reason, seconds, error)
+                self.last_refresh = {"refreshed": False, "reason": reason, "error": error, "seconds": round(seconds, 3),
+                                     "items": len(old.items)}
+                if self.on_refresh:
+                    self.on_refresh(self, seconds, error)
+                return self.last_refresh
+            self.catalog = new  # one assignment: later requests read the new catalog
+            old.close()  # after the requests already queued on it
+            self.thumbnails.clear()
+            seconds = time.perf_counter() - started
+            added = sorted(set(new.items) - set(old.items))
+            log.info("refresh (%s): %d items (+%d, -%d) in %.2f s", reason, len(new.items), len(added),
+                     len(set(old.items) - set(new.items)), seconds)
+            self.last_refresh = {"refreshed": True, "reason": reason, "changed": True, "seconds": round(seconds, 3),
+                                 "items": len(new.items), "added": len(added), "removed": len(set(old.items) - set(new.items)),
+                                 "index": new.searcher.update_stats}
+            if self.on_refresh:
+                self.on_refresh(self, seconds, None)
+            return self.last_refresh
+
+    def require_ready(self) -> None:
+        if self.state != "ready":
+            raise NotReady(f"the service is {self.state}" + (f": {self.error}" if self.error else " (models loading)"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import tempfile
 import time
 import uuid
@@ -35,6 +34,7 @@ import numpy as np
 from stages.fuse import MODALITIES
 
 from .errors import InvalidParameter, NoUsableModality, NotFound, NotReady
+from .refresh import FollowsCache
 from .settings import ServeConfig
 from .uploads import Upload
 
@@ -46,7 +46,6 @@ WORD_MODALITIES = ("speech", "screen", "speech_ml", "screen_ml", "text_ml")
 # A block's failure is not listed again when the one it is read from failed the same way (a broken note:
 # audio; its transcript's vectors: speech, speech_ml).
 READ_FROM = {"speech": "audio", "screen": "image", "text_ml": "text", "speech_ml": "speech", "screen_ml": "screen"}
-log = logging.getLogger("mmpipe.serve")
 
 
 def _ms(seconds: float) -> float:
@@ -57,7 +56,7 @@ def image_url(item_id: str) -> str:
     return f"/v1/items/{quote(item_id, safe='')}/image"
 
 
-class TicketService:
+class TicketService(FollowsCache):
     def __init__(self, model_dir: Path, manifests: list[str], workdir: Path, serve: ServeConfig, on_batch=None,
                  on_refresh=None):
         self.model_dir, self.manifests, self.workdir, self.serve = Path(model_dir), manifests, Path(workdir), serve
@@ -152,54 +151,6 @@ class TicketService:
                 catalog, self.catalog = self.catalog, None
                 catalog.close()
                 await asyncio.to_thread(catalog.thread.shutdown, True)
-
-    # ---- following the cache ---------------------------------------------------------------------
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.serve.refresh_seconds)
-            await self.refresh("timer")
-
-    async def refresh(self, reason: str, force: bool = False) -> dict[str, Any]:
-        """Bring the served items and search index up to date with the manifests and the cache, off to the
-        side, then swap them in. Unchanged stats (and no ``force``): nothing is opened. A refresh that fails
-        is logged and counted and the current catalog keeps serving. One refresh at a time."""
-        from .refresh import open_catalog, signature
-
-        if self.catalog is None:
-            raise NotReady(f"the service is {self.state}: nothing to refresh yet")
-        async with self.refreshing:
-            started = time.perf_counter()
-            old = self.catalog
-            try:
-                if not force and await asyncio.to_thread(signature, self.manifests, self.workdir) == old.signature:
-                    return {"refreshed": False, "reason": reason, "changed": False, "items": len(old.items)}
-                new = await asyncio.to_thread(open_catalog, self.manifests, self.workdir, self.config)
-            except Exception as exc:  # noqa: BLE001 - the old catalog keeps serving; the failure is reported
-                seconds = time.perf_counter() - started
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("refresh (%s) failed after %.2f s, still serving the previous index: %s", reason, seconds, error)
-                self.last_refresh = {"refreshed": False, "reason": reason, "error": error, "seconds": round(seconds, 3),
-                                     "items": len(old.items)}
-                if self.on_refresh:
-                    self.on_refresh(self, seconds, error)
-                return self.last_refresh
-            self.catalog = new  # one assignment: later requests read the new catalog
-            old.close()  # after the requests already queued on it
-            self.thumbnails.clear()
-            seconds = time.perf_counter() - started
-            added = sorted(set(new.items) - set(old.items))
-            log.info("refresh (%s): %d items (+%d, -%d) in %.2f s", reason, len(new.items), len(added),
-                     len(set(old.items) - set(new.items)), seconds)
-            self.last_refresh = {"refreshed": True, "reason": reason, "changed": True, "seconds": round(seconds, 3),
-                                 "items": len(new.items), "added": len(added), "removed": len(set(old.items) - set(new.items)),
-                                 "index": new.searcher.update_stats}
-            if self.on_refresh:
-                self.on_refresh(self, seconds, None)
-            return self.last_refresh
-
-    def require_ready(self) -> None:
-        if self.state != "ready":
-            raise NotReady(f"the service is {self.state}" + (f": {self.error}" if self.error else " (models loading)"))
 
     # ---- requests ------------------------------------------------------------------------------
     async def encode(self, upload: Upload, wanted: list[str], timings: dict) -> Any:
