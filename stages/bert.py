@@ -1,4 +1,4 @@
-"""bert: cleaned text -> a sentence vector from a BERT-architecture encoder (ONNX Runtime or PyTorch).
+"""bert: cleaned text -> a sentence vector from a BERT-architecture encoder (ONNX Runtime, OpenVINO or PyTorch).
 
 ``model`` is a local directory, ``package:NAME/SUBDIR`` (a model shipped inside an installed Python
 package, e.g. the offline default), or a Hugging Face hub id. Weights load from safetensors only (never
@@ -9,9 +9,12 @@ forward pass pads little, run in ``model_batch_size`` chunks under ``torch.infer
 ``runtime``: ``onnxruntime`` runs a graph exported once from the same weights (``stages/bert_onnx.py``:
 cached under the work directory's ``models/bert/``, in memory on a Ray actor) on the CPU, tokenized by
 ``tokenizers`` from ``tokenizer.json``: such a run imports neither torch nor transformers once the graph is
-cached. ``torch`` runs the model through transformers (CPU or GPU, float32 or bfloat16). The two give the
-same vectors within 1e-5 (tested); the runtime is in the cache key (outputs are keyed by what computed them).
-``threads`` (0 = the cores this process may use, ``os.sched_getaffinity``) sets the intra-op threads of either.
+cached. ``openvino`` runs the same cached graph compiled by OpenVINO (the ``openvino`` extra). ``torch`` runs
+the model through transformers (CPU or GPU). All three give the same vectors within 1e-5 in fp32 (tested).
+``precision = "bf16"`` (OpenVINO or torch; on a CPU only with AVX512-BF16/AMX, refused elsewhere) trades a
+little fidelity for speed. Runtime and precision are in the cache key (outputs are keyed by what computed
+them). ``threads`` (0 = the cores this process may use, ``os.sched_getaffinity``) sets the intra-op threads
+of each.
 
 One class, three stages: ``bert`` embeds the typed message (``clean_text``), ``bert_speech`` the transcript
 of the voice note (``transcribe``) and ``bert_screen`` the text on the screenshot (``ocr``). All three read
@@ -33,6 +36,7 @@ from pipeline.stage import Stage, register
 
 from .bert_onnx import load_onnx, pool_numpy
 from .cpu import cpu_has_bf16, cpu_threads
+from .onnx_cache import PRECISIONS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,10 +52,11 @@ class BertConfig:
     # mean (masked mean over tokens) | cls
     pooling: str = "mean"
     max_length: int = 128
-    # onnxruntime (CPU; graph exported once from the weights, cached in WORKDIR/models/bert/) | torch
+    # onnxruntime (CPU; graph exported once from the weights, cached in WORKDIR/models/bert/) |
+    # openvino (the same graph, CPU; the openvino extra) | torch (CPU or GPU)
     runtime: str = "onnxruntime"
-    # float32 | bfloat16 (runtime = "torch"; on a CPU only with AVX512-BF16/AMX, refused elsewhere)
-    dtype: str = "float32"
+    # fp32 | bf16 (runtime openvino or torch; on a CPU only with AVX512-BF16/AMX, refused elsewhere)
+    precision: str = "fp32"
     # Items per window: sorted by token length inside it, then cut into model batches.
     batch_size: int = execution_only(256)
     model_batch_size: int = execution_only(32)
@@ -64,19 +69,25 @@ class BertConfig:
     def validate(self) -> str | None:
         if self.pooling not in ("mean", "cls"):
             return f"pooling must be mean or cls, not {self.pooling!r}"
-        if self.dtype not in ("float32", "bfloat16"):
-            return f"dtype must be float32 or bfloat16, not {self.dtype!r}"
-        if self.runtime not in ("onnxruntime", "torch"):
-            return f"runtime must be onnxruntime or torch, not {self.runtime!r}"
-        if self.runtime == "onnxruntime" and self.dtype != "float32":
-            return f"dtype {self.dtype} needs runtime = \"torch\" (the ONNX Runtime path is float32)"
-        if self.runtime == "onnxruntime" and self.device not in ("auto", "cpu"):
-            return f"device {self.device!r} needs runtime = \"torch\" (the ONNX Runtime path runs on the CPU)"
-        if self.threads < 0:
-            return f"threads must be >= 0 (0 = the cores this process may use), not {self.threads}"
         if not 2 <= self.max_length <= 8192:
             return f"max_length must be within 2..8192, not {self.max_length}"
-        return None
+        return check_runtime(self)
+
+
+def check_runtime(cfg) -> str | None:
+    """What is wrong with a section's runtime / precision / device / threads (``bert``, ``multilingual``)."""
+    if cfg.precision not in PRECISIONS:
+        return f"precision must be fp32 or bf16, not {cfg.precision!r}"
+    if cfg.runtime not in ("onnxruntime", "openvino", "torch"):
+        return f"runtime must be onnxruntime, openvino or torch, not {cfg.runtime!r}"
+    if cfg.runtime == "onnxruntime" and cfg.precision != "fp32":
+        return (f"precision {cfg.precision} needs runtime = \"openvino\" or \"torch\" "
+                "(the ONNX Runtime path is fp32)")
+    if cfg.runtime != "torch" and cfg.device not in ("auto", "cpu"):
+        return f"device {cfg.device!r} needs runtime = \"torch\" (the {cfg.runtime} path runs on the CPU)"
+    if cfg.threads < 0:
+        return f"threads must be >= 0 (0 = the cores this process may use), not {cfg.threads}"
+    return None
 
 
 def token_limit(max_length: int, model_config, tokenizer) -> int:
@@ -152,15 +163,21 @@ def pool(hidden, mask, how: str):
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
 
 
-def load(where: str, dtype: str, device) -> tuple[Any, Any]:
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load(where: str, precision: str, device) -> tuple[Any, Any]:
     """(tokenizer, model) for a model folder or hub id, loaded once per process and shared."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    key = (where, dtype, str(device))
+    key = (where, precision, str(device))
     if key not in _LOADED:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        torch_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         model = AutoModel.from_pretrained(where, use_safetensors=True, dtype=torch_dtype).to(device).eval()
         _LOADED[key] = (tokenizer, model)
     return _LOADED[key]
@@ -176,7 +193,7 @@ class Bert(Stage):
 
     def identity(self) -> dict[str, Any]:
         found = model_identity(self.config.model, self.digest_file)
-        if self.config.runtime == "onnxruntime":
+        if self.config.runtime != "torch":  # the graph is exported: the exporter shapes the vectors too
             from .bert_onnx import exporter_digest
 
             found["exporter"] = exporter_digest()
@@ -186,12 +203,17 @@ class Bert(Stage):
         cfg = self.config
         where = str(resolve_model(cfg.model))
         self.threads = cpu_threads(cfg.threads)
-        if cfg.runtime == "onnxruntime":
+        on_cpu = cfg.runtime != "torch" or cfg.device == "cpu" or (cfg.device == "auto" and not _cuda_available())
+        if cfg.precision == "bf16" and on_cpu and not cpu_has_bf16():
+            raise ConfigError(f"{self.section()}.precision = \"bf16\": this CPU has neither AVX512-BF16 nor AMX "
+                              "(no native bfloat16; it would be slower and less exact): use fp32")
+        if cfg.runtime != "torch":
             from pipeline.keys import digest_obj
 
             self.torch, self.device = None, "cpu"
             self.tokenizer, self.session, self.model_config, self.loaded_from = load_onnx(
-                where, digest_obj(model_identity(cfg.model, self.digest_file)), self.model_dir, self.threads)
+                where, digest_obj(model_identity(cfg.model, self.digest_file)), self.model_dir, self.threads,
+                cfg.runtime, cfg.precision)
             self.max_tokens = token_limit(cfg.max_length, self.model_config, self.tokenizer)
             return
         import torch
@@ -201,10 +223,7 @@ class Bert(Stage):
         torch.set_num_threads(self.threads)
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if cfg.device == "auto" else cfg.device))
-        if cfg.dtype == "bfloat16" and self.device.type == "cpu" and not cpu_has_bf16():
-            raise ConfigError("bert.dtype = \"bfloat16\": this CPU has neither AVX512-BF16 nor AMX (no native "
-                              "bfloat16; it would be slower and less exact): use float32")
-        self.tokenizer, self.model = load(where, cfg.dtype, self.device)
+        self.tokenizer, self.model = load(where, cfg.precision, self.device)
         self.model_config = self.model.config
         self.max_tokens = token_limit(cfg.max_length, self.model.config, self.tokenizer)
         self.torch = torch
@@ -223,7 +242,7 @@ class Bert(Stage):
 
     def describe_run(self) -> dict[str, Any]:
         info = {"model": self.config.model, "runtime": self.config.runtime, "pooling": self.config.pooling,
-                "dtype": self.config.dtype, "device": str(getattr(self, "device", self.config.device)),
+                "precision": self.config.precision, "device": str(getattr(self, "device", self.config.device)),
                 "threads": getattr(self, "threads", self.config.threads),
                 "max_tokens": getattr(self, "max_tokens", self.config.max_length)}
         if getattr(self, "loaded_from", None):

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.keys import digest_bytes, digest_obj
 
-from .onnx_cache import cached_graph, session
+from .onnx_cache import cached_graph, graph_runner, session
 
 OPSET = 17
 _LOADED: dict[tuple, tuple[Any, Any, Any, str]] = {}
@@ -130,9 +130,11 @@ def pool_numpy(hidden, mask, how: str):
     return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1e-9))
 
 
-def load_onnx(where: str, digest: str, model_dir, threads: int) -> tuple[Any, Any, Any, str]:
-    """(tokenizer, ONNX Runtime session, model config, where the graph came from), once per process."""
-    key = ("onnxruntime", where, digest, threads)
+def load_onnx(where: str, digest: str, model_dir, threads: int, runtime: str = "onnxruntime",
+              precision: str = "fp32") -> tuple[Any, Any, Any, str]:
+    """(tokenizer, the graph on ``runtime`` (ONNX Runtime or OpenVINO), model config, where the graph came
+    from), once per process."""
+    key = (runtime, precision, where, digest, threads)
     if key not in _LOADED:
         folder = Path(where)
         if folder.is_dir() and (folder / "tokenizer.json").is_file():
@@ -142,5 +144,5 @@ def load_onnx(where: str, digest: str, model_dir, threads: int) -> tuple[Any, An
 
             tokenizer, config = AutoTokenizer.from_pretrained(where), AutoConfig.from_pretrained(where)
         data, origin = onnx_bytes(where, digest, model_dir, lambda b: session(b, 1))
-        _LOADED[key] = (tokenizer, session(data, threads), config, origin)
+        _LOADED[key] = (tokenizer, graph_runner(data, runtime, threads, precision), config, origin)
     return _LOADED[key]

