@@ -24,9 +24,12 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 RESULTS: list[dict] = []
 
 
-def record(name: str, value: float, goal: float, detail: str) -> None:
-    RESULTS.append({"name": name, "ratio": round(value, 3), "goal": goal, "met": value >= goal, "detail": detail})
-    print(f"  {name:<44} {value:6.2f}x  (goal >= {goal}x)  {detail}", flush=True)
+def record(name: str, value: float, goal: float | None, detail: str) -> None:
+    """One ratio (higher is better) against its goal; ``goal = None`` for a figure reported without one."""
+    met = None if goal is None else value >= goal
+    RESULTS.append({"name": name, "ratio": round(value, 3), "goal": goal, "met": met, "detail": detail})
+    target = "(no goal)     " if goal is None else f"(goal >= {goal}x)"
+    print(f"  {name:<44} {value:6.2f}x  {target}  {detail}", flush=True)
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -45,82 +48,6 @@ def mixed_texts(n: int, seed: int = 0) -> list[str]:
     pool = TEXT["payment"] + TEXT["access"]
     lengths = rng.choice([1, 1, 1, 2, 2, 3, 5, 8, 12], size=n)  # mostly short tickets, a few long ones
     return [" ".join(pool[int(i)] for i in rng.integers(0, len(pool), k)) for k in lengths]
-
-
-def bench_bert() -> None:
-    import torch
-
-    from stages.bert import Bert, BertConfig
-
-    texts = mixed_texts(int(384 * SCALE))
-    stage = Bert(BertConfig(batch_size=len(texts), model_batch_size=32))
-    stage.ensure_ready()
-    tok, model = stage.tokenizer, stage.model
-    stage.embed(texts[:64])  # warm up
-
-    def raw_forward():
-        with torch.inference_mode():
-            for i in range(0, len(texts), 32):
-                enc = tok(texts[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
-                model(**enc)
-
-    # Same padding policy for the baseline comparison: the stage without bucketing vs the raw loop.
-    stage.config.bucketing = False
-    t_stage_plain = best_of(lambda: stage.embed(texts), 2)
-    t_raw = best_of(raw_forward, 2)
-    record("bert stage / raw forward (same batches)", t_raw / t_stage_plain, 0.9,
-           f"{len(texts) / t_stage_plain:.0f} vs {len(texts) / t_raw:.0f} texts/s")
-    stage.config.bucketing = True
-    t_bucket = best_of(lambda: stage.embed(texts), 2)
-    record("length bucketing / pad-to-longest", t_stage_plain / t_bucket, 1.5,
-           f"{len(texts) / t_bucket:.0f} vs {len(texts) / t_stage_plain:.0f} texts/s")
-
-    # FLOP rate on real tokens vs this machine's fp32 matmul rate.
-    n_tokens = sum(len(ids) for ids in tok(texts, truncation=True, max_length=128)["input_ids"])
-    params = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
-    achieved = 2 * params * n_tokens / t_bucket
-    a = torch.randn(2048, 2048)
-    torch.mm(a, a)
-    t_mm = best_of(lambda: torch.mm(a, a), 5)
-    peak = 2 * 2048**3 / t_mm
-    record("bert FLOP rate / fp32 matmul rate", achieved / peak, 0.6,
-           f"{achieved / 1e9:.1f} GFLOP/s on {n_tokens} real tokens ({params / 1e6:.1f}M non-embedding params) "
-           f"vs {peak / 1e9:.1f} GFLOP/s matmul")
-
-
-def bench_cnn(tmp: Path) -> None:
-    import tensorflow as tf
-
-    from pipeline.demo import _image
-    from stages.clean_image import CleanImage, CleanImageConfig
-    from stages.cnn import Cnn, CnnConfig
-
-    n = int(128 * SCALE)
-    rng = np.random.default_rng(1)
-    folder = tmp / "images"
-    folder.mkdir()
-    paths = [str(folder / _image(rng, "light" if i % 2 else "dark", folder / f"i{i}")) for i in range(n)]
-    cleaner = CleanImage(CleanImageConfig())
-    cnn = Cnn(CnnConfig(batch_size=32))  # the default: ImageNet EfficientNet-Lite0
-    cnn.ensure_ready()
-    cleaned = [r["image"] for r in cleaner.process([{"path": p} for p in paths[:32]])]
-    cnn.process([{"image": im} for im in cleaned])  # warm up: trace once
-
-    def stage_path():  # decode + resize (clean_image) then the cnn stage, batch by batch
-        for i in range(0, n, 32):
-            images = cleaner.process([{"path": p} for p in paths[i : i + 32]])
-            cnn.process(images)
-
-    ready = tf.constant(cnn.preprocess(np.stack([cleaned[i % 32] for i in range(32)]).astype(np.float32)))
-    fn = cnn.fns[224]
-
-    def raw():
-        for _ in range(0, n, 32):
-            fn(ready).numpy()
-
-    t_stage, t_raw = best_of(stage_path, 2), best_of(raw, 2)
-    record("cnn stage incl. decode+resize / raw tf.function", t_raw / t_stage, 0.8,
-           f"{n / t_stage:.0f} vs {n / t_raw:.0f} images/s")
 
 
 def bench_mfcc(tmp: Path) -> None:
@@ -183,11 +110,16 @@ def machine() -> dict:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    return {"cpu": model, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node()}
+    from stages.cpu import cpu_flags
+
+    flags = sorted({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"} & cpu_flags())
+    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": flags, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "host": platform.node()}
 
 
 def machine_line(where: dict) -> str:
-    return f"machine: {where['cpu']}, {where['cpu_count']} cores (host {where['host']}, {where['date']})"
+    return (f"machine: {where['cpu']}, {where['cpu_count']} cores, {' '.join(where.get('cpu_flags', [])) or 'no AVX'} "
+            f"(host {where['host']}, {where['date']})")
 
 
 def main() -> int:
@@ -201,8 +133,14 @@ def main() -> int:
     print(machine_line(where), flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        bench_bert()
-        bench_cnn(tmp)
+        from bench.models import bench_bert, bench_cnn
+        from bench.peak import sgemm_rates
+
+        sgemm = sgemm_rates()
+        peak = max(sgemm.values())
+        print("fp32 sgemm 2048^3, GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items()), flush=True)
+        models = {"sgemm_gflops": sgemm, "bert": bench_bert(tmp, record, peak, SCALE),
+                  "cnn": bench_cnn(tmp, record, peak, SCALE)}
         bench_mfcc(tmp)
         bench_memory(tmp)
         search_figures = search.run(tmp / "search", record)
@@ -222,7 +160,8 @@ def main() -> int:
         planning = run_planning(tmp)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "search": search_figures,
+    (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "models": models,
+                                               "search": search_figures,
                                                "multilingual": multilingual_figures,
                                                "serve": serve, "cutoff": cutoff, "planning": planning}, indent=2))
     print(f"wrote {out / 'bench.json'}")

@@ -6,7 +6,7 @@ inputs ``input_ids`` and ``attention_mask`` (int64, dynamic batch and length), o
 (the tokens' hidden states; pooling stays in ``stages/bert.py``). Only export needs torch, transformers
 and ``onnx``; running needs ``onnxruntime`` and ``tokenizers`` alone.
 
-``onnx_bytes(where, digest, model_dir)`` gives the graph through ``onnx_cache.cached_graph``: the cached
+``onnx_graph(where, digest, model_dir, load)`` gives the loaded graph through ``onnx_cache.cached_graph``: the cached
 ``<model_dir>/bert/<weights digest>-<exporter digest>.onnx`` when it loads, else exported and written there
 (a damaged file is rebuilt, and said so), or exported in memory when there is no ``model_dir`` (a Ray actor). ``exporter_digest()`` covers this module's source, torch's version and the
 opset, so a new exporter makes a new file (the cache key of ``bert`` holds it too).
@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.keys import digest_bytes, digest_obj
 
-from .onnx_cache import cached_graph, graph_runner, session
+from .onnx_cache import cached_graph, graph_runner
 
 OPSET = 17
 _LOADED: dict[tuple, tuple[Any, Any, Any, str]] = {}
@@ -79,10 +79,10 @@ def export_onnx(where: str) -> bytes:
     return buf.getvalue()
 
 
-def onnx_bytes(where: str, digest: str, model_dir: Path | None, check) -> tuple[bytes, str]:
-    """(the graph, where it came from). ``check(bytes)`` raises on a graph that does not load."""
+def onnx_graph(where: str, digest: str, model_dir: Path | None, load):
+    """(``load(the graph's bytes)``, where it came from); ``load`` raises on a graph that does not load."""
     path = None if model_dir is None else Path(model_dir) / "bert" / f"{digest[:32]}-{exporter_digest()[:12]}.onnx"
-    return cached_graph(path, lambda: export_onnx(where), check, verb="exported")
+    return cached_graph(path, lambda: export_onnx(where), load, verb="exported")
 
 
 class FastTokenizer:
@@ -143,6 +143,6 @@ def load_onnx(where: str, digest: str, model_dir, threads: int, runtime: str = "
             from transformers import AutoConfig, AutoTokenizer
 
             tokenizer, config = AutoTokenizer.from_pretrained(where), AutoConfig.from_pretrained(where)
-        data, origin = onnx_bytes(where, digest, model_dir, lambda b: session(b, 1))
-        _LOADED[key] = (tokenizer, graph_runner(data, runtime, threads, precision), config, origin)
+        runner, origin = onnx_graph(where, digest, model_dir, lambda b: graph_runner(b, runtime, threads, precision))
+        _LOADED[key] = (tokenizer, runner, config, origin)
     return _LOADED[key]

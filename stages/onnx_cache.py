@@ -1,9 +1,10 @@
 """ONNX graphs derived once from model weights: a file cache under the work directory, and CPU sessions.
 
-``cached_graph(path, build, check, verb)`` returns ``(bytes, where they came from)``: ``path``'s bytes when
-``check`` loads them, else ``build()``'s, written to ``path`` by temp file + fsync + ``os.replace`` (a damaged
-file is rebuilt, and the origin says so); with ``path = None`` (no work directory, e.g. a Ray actor) it builds
-in memory. ``session(bytes, threads)`` is an ONNX Runtime CPU session with that many intra-op threads;
+``cached_graph(path, build, load, verb)`` returns ``(load(bytes), where they came from)``: ``path``'s bytes
+when ``load`` takes them, else ``build()``'s, written to ``path`` by temp file + fsync + ``os.replace`` (a
+damaged file is rebuilt, and the origin says so; a ``ConfigError`` from ``load``, e.g. a runtime that is not
+installed, is raised as it is); with ``path = None`` (no work directory, e.g. a Ray actor) it builds in memory.
+The graph is loaded once: the session that checks a cached file is the one that runs. ``session(bytes, threads)`` is an ONNX Runtime CPU session with that many intra-op threads;
 ``graph_runner(bytes, runtime, threads, precision)`` is that session (``onnxruntime``) or the same graph
 compiled by OpenVINO for the CPU (``openvino``, ``precision`` ``fp32`` or ``bf16``), behind one ``run``.
 """
@@ -14,20 +15,24 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.errors import ConfigError
 
+T = TypeVar("T")
 
-def cached_graph(path: Path | None, build: Callable[[], bytes], check: Callable[[bytes], object],
-                 verb: str = "built") -> tuple[bytes, str]:
+
+def cached_graph(path: Path | None, build: Callable[[], bytes], load: Callable[[bytes], T],
+                 verb: str = "built") -> tuple[T, str]:
     if path is None:
-        return build(), f"{verb} in memory"
+        return load(build()), f"{verb} in memory"
     damaged = ""
     if path.is_file():
         data = path.read_bytes()
         try:
-            check(data)
-            return data, f"cached {path}"
+            return load(data), f"cached {path}"
+        except ConfigError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a damaged cache file is rebuilt from the weights, and said so
             damaged = f" (the cached file was unreadable: {type(exc).__name__})"
     data = build()
@@ -38,7 +43,7 @@ def cached_graph(path: Path | None, build: Callable[[], bytes], check: Callable[
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return data, f"{verb}{damaged}, cached {path}"
+    return load(data), f"{verb}{damaged}, cached {path}"
 
 
 def session(data: bytes, threads: int):

