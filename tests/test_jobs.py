@@ -184,3 +184,11 @@ def test_worker_shards_describe_themselves_and_outputs_are_checked(tmp_path, mon
     assert main(["rebuild-index", "-m", str(m), "-w", str(tmp_path / "w"), *ENGINE]) == 0  # from worker-written shards
     again = run(m, tmp_path / "w", *ENGINE, command="run mfcc")
     assert again["stages"]["clean_audio"]["cached"] == 4 and again["stages"]["mfcc"]["cached"] == 3
+
+
+def test_a_ray_worker_computes_with_its_num_cpus_threads_unless_threads_are_set():
+    from pipeline.executors.ray import worker_section
+
+    assert worker_section({"model": "m", "threads": 0}, 1) == {"model": "m", "threads": 1}
+    assert worker_section({"threads": 3}, 1) == {"threads": 3}
+    assert worker_section({"max_chars": 10}, 2) == {"max_chars": 10}  # a stage without the setting

@@ -37,6 +37,13 @@ AUTH_HINT = ("If the cluster was started with `ray start` (token authentication 
              "and make its token available (~/.ray/auth_token from the head, or RAY_AUTH_TOKEN)")
 
 
+def worker_section(section: dict, threads: int) -> dict:
+    """A stage's settings on a Ray worker: ``threads = 0`` ("the cores this process may use") becomes the
+    worker's ``num_cpus``, since Ray does not pin its processes to cores (ONNX Runtime, OpenVINO and numpy
+    would otherwise take every core of the node, oversubscribing it); explicit ``threads`` are kept."""
+    return {**section, "threads": threads} if section.get("threads") == 0 else section
+
+
 class _Worker:
     """The stage inside one Ray worker process, set up once; jobs in, JSON results out."""
 
@@ -51,6 +58,7 @@ class _Worker:
         self.reader, self.cache, self.error = ShardReader(Folder(root)), CacheConfig(**cache), None
         for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # as Ray does for OMP/torch
             os.environ.setdefault(var, str(threads))
+        section = worker_section(section, threads)
         try:
             module, _, name = ref.partition(":")
             cls = getattr(importlib.import_module(module), name)
