@@ -1,6 +1,8 @@
 """Configuration: one dataclass per section, defaults in code, a TOML file on top, CLI overrides last.
 
-Unknown sections or keys are refused with a "did you mean" hint. Fields marked ``execution_only``
+Unknown sections or keys are refused with a "did you mean" hint; a setting renamed since (a section's
+``RENAMED``: old name -> new name and values, e.g. ``bert.dtype = "float32"`` -> ``precision = "fp32"``) is
+read under its new name, so older config files and trained models' ``config.json`` still load. Fields marked ``execution_only``
 (batch sizes, threads) change how a stage runs, never what it outputs, so they stay out of cache keys.
 """
 
@@ -210,6 +212,9 @@ class Config:
             hints = typing.get_type_hints(section_type)
             values = {}
             for key, value in given.items():
+                if key not in fields and key in getattr(section_type, "RENAMED", {}):
+                    key, values_then = section_type.RENAMED[key]  # a config (or a model's config.json) of before
+                    value = values_then.get(value, value) if isinstance(value, str) else value
                 if key not in fields:
                     raise ConfigError(f"unknown config key {name}.{key}" + _hint(key, list(fields)))
                 if isinstance(value, dict) and typing.get_origin(hints[key]) is None and hints[key] is dict:

