@@ -1,5 +1,7 @@
 """A linear probe on the demo's typed tickets: the topic half of the label from the message's vector alone
-(bert, multilingual, both), held-out accuracy split by the message's script. `python -m bench.demo_text_probe`."""
+(bert, multilingual, both), fitted on the train items and scored on the val and test items (whose messages
+are the demo's held-out phrasings, TEXT_HELD_OUT), split by the message's script: {script: (items, accuracy)}.
+`python -m bench.demo_text_probe [DEMO_FOLDER]` (default work/demo_probe)."""
 import time, sys, csv
 import numpy as np
 sys.path.insert(0, '.')

@@ -42,10 +42,10 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def mixed_texts(n: int, seed: int = 0) -> list[str]:
-    from pipeline.demo import TEXT
+    from .search_data import DEMO_TEMPLATES
 
     rng = np.random.default_rng(seed)
-    pool = TEXT["payment"] + TEXT["access"]
+    pool = DEMO_TEMPLATES
     lengths = rng.choice([1, 1, 1, 2, 2, 3, 5, 8, 12], size=n)  # mostly short tickets, a few long ones
     return [" ".join(pool[int(i)] for i in rng.integers(0, len(pool), k)) for k in lengths]
 

@@ -12,7 +12,9 @@ Four classes, designed so that each modality alone confuses some of them and onl
 Text tells payment from access, the screenshot tells light from dark, and the voice pitch is the parity
 of the two (low when both cues agree in position, high otherwise), so any single modality reaches at
 most ~50% and the three together close to 100%; each cue is flipped for ``NOISE`` of the items, which
-fusion can outvote. A few percent of items lack a modality; three are deliberately broken.
+fusion can outvote. The typed messages are phrased in English and in Chinese (``TEXT``); train items
+type only ``TEXT_TRAIN`` phrasings and val / test items only ``TEXT_HELD_OUT`` ones, so a held-out
+message is worded unlike any the model trained on. A few percent of items lack a modality; three are deliberately broken.
 
 After those come tickets whose topic is not typed: ``n_spoken`` voice-only tickets (a topic-free or absent
 message, a plain screenshot, and a recorded voice note, one of ``SPOKEN``, at the class's pitch) and
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "2"
+VERSION = "3"
 NOISE = 0.08
 CLASSES = {  # name: (text topic, screenshot theme, voice pitch)
     "billing_light": ("payment", "light", "low"),
@@ -42,16 +44,28 @@ CLASSES = {  # name: (text topic, screenshot theme, voice pitch)
     "access_light": ("access", "light", "high"),
     "access_dark": ("access", "dark", "low"),
 }
-TEXT = {
+# The typed messages: per topic, phrasings in English and in Chinese (some mixed with English words).
+# TEXT_TRAIN phrasings are typed only by train items, TEXT_HELD_OUT ones only by val and test items, so
+# the held-out messages are worded apart from everything the model trained on: a text model must know
+# the words, not the sentences. TEXT is both, every phrasing of a topic.
+TEXT_TRAIN = {
     "payment": [
         "I was charged twice for my subscription this month",
         "My refund still hasn't arrived after two weeks",
         "The invoice shows the wrong amount &amp; the wrong VAT number",
         "Payment failed but money left my account",
         "Why did my card get billed for the premium plan?",
+        "My subscription renewed yesterday even though I had switched auto-renew off",
+        "The refund went back to a card I no longer have",
+        "Where can I download the invoices for the last six months?",
         "我的账单金额不对，请帮我核实一下",
         "付款失败了，但是钱已经扣了",
         "退款什么时候到账？已经等了两个星期",
+        "这个月的会员费被扣了两次",
+        "信用卡被拒了，可是额度还够",
+        "自动续费之前没有任何提醒",
+        "麻烦帮我开一张增值税发票，抬头是公司",
+        "用 PayPal 付款以后订单还是显示未支付",
     ],
     "access": [
         "I can't log in after resetting my password",
@@ -59,11 +73,42 @@ TEXT = {
         "Two-factor code never arrives so I cannot sign in",
         "Login page keeps spinning and never loads",
         "I forgot my username and the recovery email bounces",
+        "Signing in through our company SSO shows error 403",
+        "The password reset email never shows up in my inbox",
+        "I set up 2FA on a new phone and now none of the codes work",
         "无法登录我的账户，一直提示密码错误",
         "收不到验证码，没法登录",
         "账户被锁定了，怎么解锁？",
+        "重置密码以后还是登不上去",
+        "忘记了用户名，找回账号的邮件也收不到",
+        "用公司的 SSO 登录时页面报错",
+        "两步验证的动态码总是提示无效",
+        "我的 iPhone 无法登录 App",
     ],
 }
+TEXT_HELD_OUT = {
+    "payment": [
+        "The same purchase appears two times on my bank statement, please reverse one",
+        "I cancelled the order ten days ago and still have not got my money back",
+        "Our monthly bill is higher than the price on your website",
+        "The credit card payment was rejected when I tried to renew",
+        "同一笔订单重复收费，请退回多扣的钱",
+        "取消订阅已经一周了，退款还没收到",
+        "发票上的税号和金额都写错了",
+        "续费的时候银行卡支付一直失败",
+    ],
+    "access": [
+        "Every time I enter my credentials the site says they are invalid",
+        "My profile was blocked after a suspicious sign-in, how do I unblock it?",
+        "The one-time passcode by text message never reaches me",
+        "I changed my password on the website and the mobile app will not let me in anymore",
+        "输入了正确的账号和口令还是进不去",
+        "手机短信验证码一直没有发过来",
+        "账号因为多次输错密码被冻结了，请帮忙恢复",
+        "登录页面一直转圈，什么都打不开",
+    ],
+}
+TEXT = {topic: TEXT_TRAIN[topic] + TEXT_HELD_OUT[topic] for topic in TEXT_TRAIN}
 # Tickets whose topic is only said (a recorded voice note) or only shown (an error dialog on the screenshot).
 # Each entry is (what is said / shown, a held-out paraphrase: other words, same meaning) for the search
 # benchmark. Worded apart from TEXT (the typed messages) and from each other, one problem per entry.
@@ -473,7 +518,8 @@ def generate(out: Path, n_items: int = 600, seed: int = 7, force: bool = False, 
                "kind": "typed", "words_topic": "", "words_index": ""}
         if rng.random() > 0.04:
             topic = _flip(rng, topic, ("payment", "access"))
-            sentence = TEXT[topic][int(rng.integers(len(TEXT[topic])))]
+            phrasings = (TEXT_TRAIN if row["split"] == "train" else TEXT_HELD_OUT)[topic]
+            sentence = phrasings[int(rng.integers(len(phrasings)))]
             text = MESS[int(rng.integers(len(MESS)))](sentence) + DECOR[int(rng.integers(len(DECOR)))]
             if rng.random() < 0.1:
                 rel = f"demo_data/text/{item_id}.txt"

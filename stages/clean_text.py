@@ -4,6 +4,14 @@ Decode (strict by default: invalid bytes are a named error; ``replace`` substitu
 HTML entities and strip tags (script/style bodies dropped), Unicode NFKC, remove control and invisible
 format characters (zero-width space, BOM, soft hyphen, word joiner, bidi overrides) while keeping the
 joiners that emoji and Persian script need, collapse whitespace, optional lowercasing, length cap.
+
+Width forms: with ``width_forms = "keep"`` (the default) NFKC applies to everything but the characters
+whose Unicode decomposition is ``<wide>`` or ``<narrow>`` (the full-width and half-width forms of
+U+FF00-U+FFEF, e.g. ``，！Ｈｅｌｌｏ１２３`` and half-width katakana, and the ideographic space U+3000):
+those stay as typed (NFC), so Chinese punctuation and full-width letters reach the models unchanged while
+ligatures, superscripts and the like are still folded (``ﬁ`` -> ``fi``). The ideographic space still
+becomes a plain space when whitespace is collapsed. ``"fold"`` applies NFKC to all of it (``，！Ｈｅｌｌｏ``
+-> ``,!Hello``). Traditional and simplified characters and mixed scripts are never converted.
 Text empty after cleaning is an ``EmptyText`` error: downstream treats the item's text as missing.
 """
 
@@ -25,6 +33,11 @@ BLOCK_TAG = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.I)
 WHITESPACE = re.compile(r"\s+")
 # Invisible characters removed outright. ZWJ (U+200D) and ZWNJ (U+200C) are kept: emoji sequences
 # and Persian/Indic scripts need them.
+# The width forms "keep" leaves alone: every character of the blocks that hold them (the ideographic space
+# U+3000, the halfwidth and fullwidth forms U+FF00-U+FFEF) whose decomposition is <wide> or <narrow>.
+WIDTH_FORMS = "".join(ch for ch in map(chr, (0x3000, *range(0xFF00, 0xFFF0)))
+                      if unicodedata.decomposition(ch).startswith(("<wide>", "<narrow>")))
+WIDTH_RUN = re.compile(f"([{re.escape(WIDTH_FORMS)}]+)")
 INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
@@ -34,6 +47,8 @@ class CleanTextConfig:
     encoding_errors: str = "strict"
     strip_html: bool = True
     lowercase: bool = False
+    # keep: full-width / half-width forms (，！Ｈｅｌｌｏ) stay as typed, NFKC folds the rest | fold: NFKC on all.
+    width_forms: str = "keep"
     # Characters kept after cleaning (longer text is cut).
     max_chars: int = 20000
     # Raw text larger than this (a file, or an inline manifest cell) is refused before cleaning.
@@ -43,9 +58,19 @@ class CleanTextConfig:
     def validate(self) -> str | None:
         if self.encoding_errors not in ("strict", "replace"):
             return f"encoding_errors must be 'strict' or 'replace', not {self.encoding_errors!r}"
+        if self.width_forms not in ("keep", "fold"):
+            return f"width_forms must be 'keep' or 'fold', not {self.width_forms!r}"
         if self.max_chars < 1:
             return "max_chars must be at least 1"
         return None
+
+
+def normalize(text: str, width_forms: str = "keep") -> str:
+    """NFKC, except (``"keep"``) that runs of full-width / half-width forms are only composed (NFC)."""
+    if width_forms == "fold":
+        return unicodedata.normalize("NFKC", text)
+    parts = WIDTH_RUN.split(text)  # odd positions are the runs of width forms
+    return "".join(unicodedata.normalize("NFC" if k % 2 else "NFKC", part) for k, part in enumerate(parts))
 
 
 def clean(text: str, cfg: CleanTextConfig) -> str:
@@ -53,7 +78,7 @@ def clean(text: str, cfg: CleanTextConfig) -> str:
         text = BLOCK_TAG.sub(" ", text)
         text = TAG.sub("", text)
         text = html.unescape(text)
-    text = unicodedata.normalize("NFKC", text)
+    text = normalize(text, cfg.width_forms)
     text = text.translate(INVISIBLE)
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     text = WHITESPACE.sub(" ", text).strip()
@@ -65,7 +90,7 @@ def clean(text: str, cfg: CleanTextConfig) -> str:
 @register
 class CleanText(Stage):
     name = "clean_text"
-    version = "1"
+    version = "2"
     inputs = ("raw:text",)
     Config = CleanTextConfig
     outputs = {"text": Field("str")}

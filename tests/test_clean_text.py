@@ -17,7 +17,8 @@ def test_html_entities_tags_and_whitespace():
 
 def test_nfkc_invisible_and_control_characters():
     cfg = CleanTextConfig()
-    assert clean("Ｈｅｌｌｏ\u200b wor\u00adld\ufeff", cfg) == "Hello world"
+    assert clean("Ｈｅｌｌｏ\u200b wor\u00adld\ufeff", CleanTextConfig(width_forms="fold")) == "Hello world"
+    assert clean("Ｈｅｌｌｏ\u200b wor\u00adld\ufeff", cfg) == "Ｈｅｌｌｏ world"
     assert clean("bell\x07 and\x00null", cfg) == "bell and null"
     assert clean("line1\r\n\r\nline2\u3000end", cfg) == "line1 line2 end"
 
@@ -26,6 +27,38 @@ def test_cjk_rtl_and_emoji_survive():
     cfg = CleanTextConfig()
     for text in ["无法登录我的账户", "مرحبا بالعالم", "שלום עולם", "family 👨‍👩‍👧 ok 👍🏽", "می‌خواهم"]:
         assert clean(text, cfg) == text
+
+
+def test_width_forms_kept_by_default_folded_on_request():
+    keep, fold = CleanTextConfig(), CleanTextConfig(width_forms="fold")
+    for text in ["，！？：；（）【】", "Ｈｅｌｌｏ ＡＢＣ", "０１２３４５", "ｶﾀｶﾅ", "￥１００"]:
+        assert clean(text, keep) == text
+        assert clean(text, fold) != text
+    assert clean("，！Ｈｅｌｌｏ１２３", fold) == ",!Hello123"
+    assert clean("付款失败了，但是钱已经扣了！", fold) == "付款失败了,但是钱已经扣了!"
+    # the ideographic space (a width form) still becomes a plain space when whitespace is collapsed
+    assert clean("你好\u3000\u3000谢谢", keep) == clean("你好\u3000谢谢", fold) == "你好 谢谢"
+
+
+def test_keep_still_folds_everything_else():
+    keep = CleanTextConfig()
+    assert clean("ﬁnal ﬂow", keep) == "final flow"  # ligatures
+    assert clean("x² ½ Ⅻ ㎏", keep) == "x2 1⁄2 XII kg"
+    assert clean("ﬁ，Ｈｉ", keep) == "fi，Ｈｉ"  # a mixed run: the ligature folded, the width forms kept
+    assert clean("cafe\u0301", keep) == "café"  # composed (NFC and NFKC agree)
+
+
+def test_chinese_traditional_simplified_and_mixed_unchanged():
+    for cfg in (CleanTextConfig(), CleanTextConfig(width_forms="fold")):
+        for text in ["帳戶", "账户", "我的帳戶被鎖定了", "我的账户被锁定了", "我的 iPhone 无法登录"]:
+            assert clean(text, cfg) == text
+    assert clean("我的 iPhone 无法登录！", CleanTextConfig()) == "我的 iPhone 无法登录！"
+    assert clean("我的 iPhone 无法登录！", CleanTextConfig(width_forms="fold")) == "我的 iPhone 无法登录!"
+
+
+def test_width_forms_setting_is_validated():
+    assert "width_forms" in CleanTextConfig(width_forms="wide").validate()
+    assert CleanTextConfig(width_forms="fold").validate() is None
 
 
 def test_lowercase_and_length_cap():
