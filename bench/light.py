@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -104,9 +103,6 @@ def bench_light(tmp: Path, record) -> dict:
 
 
 if __name__ == "__main__":
-    def show(name, value, goal, detail):
-        print(f"  {name:<44} {value:6.2f}x  (goal >= {goal}x)  {detail}", flush=True)
+    from bench.alone import run_alone
 
-    sys.path.insert(0, str(ROOT))
-    with tempfile.TemporaryDirectory() as d:
-        print(json.dumps(bench_light(Path(d), show), indent=2))
+    run_alone(bench_light)
