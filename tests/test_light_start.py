@@ -1,8 +1,8 @@
 """The lighter start (issue 20): once the ONNX graphs are cached under WORKDIR/models/, a run that adds a
 few items loads no deep-learning framework. The real CLI with the default models (MiniLM on ONNX Runtime,
-USE-multilingual, ImageNet EfficientNet-Lite0 on ONNX Runtime); the first run, in this process, exports
-the graphs (torch may load there); the run after rows are added is a fresh process, whose ``sys.modules``
-is read after it finished."""
+USE-multilingual, ImageNet EfficientNet-Lite0 on ONNX Runtime), each run in a fresh process (this one may
+hold a loaded session of the same model, which would skip writing the graph): the first exports the
+graphs (torch may load there); the one after rows are added has its ``sys.modules`` read once it is done."""
 
 import json
 import subprocess
@@ -35,13 +35,6 @@ def args(manifest: Path, workdir: Path) -> list[str]:
     return ["features", "--manifest", str(manifest), "--workdir", str(workdir), "--config", str(config), "--quiet"]
 
 
-def first_run(manifest: Path, workdir: Path) -> dict:
-    from mmpipe_cli.commands import main
-
-    assert main(args(manifest, workdir)) == 0
-    return json.loads((workdir / "runs" / "latest.json").read_text())
-
-
 def fresh_run(manifest: Path, workdir: Path) -> tuple[dict, list[str]]:
     """(the run report, the HEAVY modules loaded) of the real CLI in a new interpreter."""
     code = ("import sys; sys.path[:0] = [{root!r}]\n"
@@ -55,7 +48,7 @@ def fresh_run(manifest: Path, workdir: Path) -> tuple[dict, list[str]]:
 def test_text_rows_added_load_no_framework(tmp_path):
     data, workdir = tmp_path / "data", tmp_path / "w"
     manifest = write_manifest(data / "m.csv", texts(0, 30))
-    first = first_run(manifest, workdir)
+    first, _ = fresh_run(manifest, workdir)
     assert first["stages"]["bert"]["computed"] == first["stages"]["multilingual"]["computed"] == 30
     assert list((workdir / "models" / "bert").glob("*.onnx"))
 
@@ -72,7 +65,7 @@ def test_text_rows_added_load_no_framework(tmp_path):
 def test_image_rows_added_load_no_framework(tmp_path):
     data, workdir = tmp_path / "data", tmp_path / "w"
     manifest = write_manifest(data / "m.csv", images(data, 0, 12))
-    first = first_run(manifest, workdir)
+    first, _ = fresh_run(manifest, workdir)
     assert first["stages"]["cnn"]["computed"] == 12
     assert list((workdir / "models" / "backbones").glob("*.onnx"))
 
