@@ -150,6 +150,9 @@ def main() -> int:
         from bench.serve import bench_serve
 
         serve = bench_serve(tmp, record)
+        from bench.light import bench_light
+
+        light = bench_light(tmp / "light", record)
         print("early cutoff on the demo (items computed after a change whose cleaned output is identical)", flush=True)
         from bench.cutoff import run_cutoff
 
@@ -163,7 +166,7 @@ def main() -> int:
     (out / "bench.json").write_text(json.dumps({"scale": SCALE, **where, "results": RESULTS, "models": models,
                                                "search": search_figures,
                                                "multilingual": multilingual_figures,
-                                               "serve": serve, "cutoff": cutoff, "planning": planning}, indent=2))
+                                               "serve": serve, "light": light, "cutoff": cutoff, "planning": planning}, indent=2))
     print(f"wrote {out / 'bench.json'}")
     return 0
 
