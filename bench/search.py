@@ -119,7 +119,8 @@ def _synthetic_workspace(tmp: Path, n: int):
     from stages.fuse import MODALITIES
 
     ws = Workspace(tmp / "w50k", Config.load(None, RANDOM_CNN))
-    dims = {"bert": 384, "cnn": 1280, "mfcc": 80}
+    dims = {stage: 512 if stage.startswith("multilingual") else 384 if stage.startswith("bert") else
+            {"cnn": 1280, "mfcc": 80}[stage] for stage in MODALITIES.values()}
     rng = np.random.default_rng(0)
     keys = {}
     for modality, stage in MODALITIES.items():
