@@ -86,7 +86,7 @@ def bench_light(tmp: Path, record) -> dict:
           f"(first run {figures['ours_first_s']:.2f} s)", flush=True)
     if importlib.util.find_spec("datasets") is None:
         print("  light start: peer skipped: the Hugging Face `datasets` package is not installed "
-              "(pip install datasets==5.2.0 to measure it)", flush=True)
+              "(pip install -e '.[bench]' to measure it)", flush=True)
         figures["peer"] = "skipped: datasets not installed"
         return figures
     peer_csv = write_csv(tmp / "peer.csv", texts[:n])
