@@ -8,11 +8,9 @@ import tempfile
 from pathlib import Path
 
 
-def show(name: str, value: float, goal: float, detail: str) -> None:
-    print(f"  {name:<44} {value:6.2f}x  (goal >= {goal}x)  {detail}", flush=True)
-
-
 def run_alone(bench) -> None:
-    """``bench(tmp, record)`` with ``show`` as its record; its returned figures printed as JSON."""
+    """``bench(tmp, record)`` with bench/run.py's ``record``; its returned figures printed as JSON."""
+    from bench.run import record
+
     with tempfile.TemporaryDirectory() as d:
-        print(json.dumps(bench(Path(d), show), indent=2), flush=True)
+        print(json.dumps(bench(Path(d), record), indent=2), flush=True)

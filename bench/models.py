@@ -224,15 +224,10 @@ def bench_cnn(tmp: Path, record, peak: float, scale: float = 1.0) -> dict:
 
 
 if __name__ == "__main__":
-    import json
-    import tempfile
-
+    from bench.alone import run_alone
     from bench.peak import sgemm_rates
-    from bench.run import record
 
     rates = sgemm_rates()
     print("fp32 sgemm GFLOP/s:", {k: round(v) for k, v in rates.items()})
-    with tempfile.TemporaryDirectory() as d:
-        out = {"bert": bench_bert(Path(d), record, max(rates.values())),
-               "cnn": bench_cnn(Path(d), record, max(rates.values()))}
-    print(json.dumps(out, indent=2))
+    peak = max(rates.values())
+    run_alone(lambda tmp, record: {"bert": bench_bert(tmp, record, peak), "cnn": bench_cnn(tmp, record, peak)})

@@ -35,7 +35,7 @@ from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
 from .bert_onnx import load_onnx, pool_numpy
-from .cpu import cpu_has_bf16, cpu_threads
+from .cpu import cpu_threads, require_native_bf16
 from .onnx_cache import PRECISIONS
 
 if TYPE_CHECKING:
@@ -206,9 +206,8 @@ class Bert(Stage):
         where = str(resolve_model(cfg.model))
         self.threads = cpu_threads(cfg.threads)
         on_cpu = cfg.runtime != "torch" or cfg.device == "cpu" or (cfg.device == "auto" and not _cuda_available())
-        if cfg.precision == "bf16" and on_cpu and not cpu_has_bf16():
-            raise ConfigError(f"{self.section()}.precision = \"bf16\": this CPU has neither AVX512-BF16 nor AMX "
-                              "(no native bfloat16; it would be slower and less exact): use fp32")
+        if cfg.precision == "bf16" and on_cpu:
+            require_native_bf16(f"{self.section()}.precision")
         if cfg.runtime != "torch":
             from pipeline.keys import digest_obj
 

@@ -42,7 +42,7 @@ from pipeline.keys import digest_bytes
 from pipeline.outputs import Field
 from pipeline.stage import Stage, register
 
-from .cpu import cpu_has_bf16, cpu_threads
+from .cpu import cpu_threads, require_native_bf16
 from .onnx_cache import PRECISIONS, RUNTIMES as ONNX_RUNTIMES
 
 if TYPE_CHECKING:
@@ -243,9 +243,8 @@ class Cnn(Stage):
             from .lite0_onnx import lite0_onnx
             from .onnx_cache import graph_runner
 
-            if cfg.precision == "bf16" and not cpu_has_bf16():
-                raise ConfigError("cnn.precision = \"bf16\": this CPU has neither AVX512-BF16 nor AMX (no native "
-                                  "bfloat16; it would be slower and less exact): use fp32")
+            if cfg.precision == "bf16":
+                require_native_bf16("cnn.precision")
             pth = pytorch_file(cfg.weights)
             self.session, self.loaded_from = lite0_onnx(
                 pth, self.identity()["digest"], self.model_dir,

@@ -28,6 +28,15 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def require_native_bf16(setting: str) -> None:
+    """Refuse ``<setting> = "bf16"`` (a ConfigError naming it) on a CPU without native bfloat16."""
+    if not cpu_has_bf16():
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"{setting} = \"bf16\": this CPU has neither AVX512-BF16 nor AMX (no native bfloat16; "
+                          "it would be slower and less exact): use fp32")
+
+
 def cpu_name() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()

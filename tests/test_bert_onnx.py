@@ -8,6 +8,7 @@ import pytest
 from pipeline.errors import ConfigError
 from stages import bert as bert_module
 from stages import bert_onnx
+from stages import cpu as cpu_module
 from stages.bert import Bert, BertConfig
 from tiny_models import tiny_bert
 
@@ -105,7 +106,7 @@ def test_settings_the_onnx_path_cannot_honour_are_refused(tmp_path, monkeypatch)
         Config.load(None, ["bert.device=\"cuda\""])
     with pytest.raises(ConfigError, match="runtime must be onnxruntime, openvino or torch"):
         Config.load(None, ["bert.runtime=\"tensorrt\""])
-    monkeypatch.setattr(bert_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(cpu_module, "cpu_has_bf16", lambda: False)
     s = Bert(BertConfig(model=str(tiny_bert(tmp_path / "bert")), runtime="torch", precision="bf16", device="cpu"))
     with pytest.raises(ConfigError, match="neither AVX512-BF16 nor AMX"):
         s.ensure_ready()

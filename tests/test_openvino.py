@@ -10,9 +10,8 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from stages import bert as bert_module
 from stages import bert_onnx
-from stages import cnn as cnn_module
+from stages import cpu as cpu_module
 from stages.bert import Bert, BertConfig
 from stages.cnn import Cnn, CnnConfig
 from stages.cpu import cpu_has_bf16
@@ -105,8 +104,7 @@ def test_settings_that_cannot_be_honoured_are_refused_by_name(tmp_path, monkeypa
     ):
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             Config.load(None, settings)
-    monkeypatch.setattr(bert_module, "cpu_has_bf16", lambda: False)
-    monkeypatch.setattr(cnn_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(cpu_module, "cpu_has_bf16", lambda: False)
     for make in (lambda: Bert(BertConfig(model=str(tiny_bert(tmp_path / "b")), runtime="openvino", precision="bf16")),
                  lambda: Bert(BertConfig(model=str(tiny_bert(tmp_path / "b")), runtime="torch", precision="bf16",
                                          device="cpu")),
